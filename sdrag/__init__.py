@@ -1,0 +1,30 @@
+"""sdrag: structure-locked, retrieval-styled image generation (Canny ControlNet + CLIP/ChromaDB + IP-Adapter).
+
+Pipeline stages, one module each: presets (which weights) -> tiny (offline stand-ins) -> images (read
+and fit inputs) -> canny (edge map) -> embed (CLIP vectors) -> library (ChromaDB styles) -> params (one
+parameters object) -> generate (SD1.5 + ControlNet + IP-Adapter) -> workbench (the chain and its Result).
+"""
+
+from .canny import canny_edges
+from .errors import (
+    GenerationCancelled,
+    InputError,
+    LibraryError,
+    ParameterError,
+    SdragError,
+    StyleNotFoundError,
+    WeightsUnavailableError,
+)
+from .images import SAMPLE_SKETCH, load_image
+from .library import IngestReport, Style, StyleLibrary
+from .params import IP_SCALE_PRESETS, Params
+from .presets import ModelSpec, get_spec
+from .workbench import Result, Workbench
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IP_SCALE_PRESETS", "SAMPLE_SKETCH", "GenerationCancelled", "IngestReport", "InputError", "LibraryError",
+    "ModelSpec", "ParameterError", "Params", "Result", "SdragError", "Style", "StyleLibrary",
+    "StyleNotFoundError", "WeightsUnavailableError", "Workbench", "canny_edges", "get_spec", "load_image",
+]

@@ -1,0 +1,34 @@
+"""Canny preprocessing: a sketch in, the 3-channel edge map ControlNet expects out."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .images import ImageLike, fit_image, load_image
+from .params import Params
+
+
+def canny_edges(
+    sketch: ImageLike,
+    low: float = 50,
+    high: float = 150,
+    size: int | tuple[int, int] = 512,
+    fit: str = "pad",
+) -> Image.Image:
+    """Return the white-on-black Canny edge map of `sketch` at `size`, as RGB.
+
+    The sketch is fitted keeping its aspect ratio: 'pad' adds white margins (which carry no edges),
+    'crop' fills the frame and cuts the overflow. Sizes are rounded down to multiples of 8.
+    """
+    p = Params(canny=(low, high), size=size, fit=fit).resolved()
+    image = fit_image(load_image(sketch), p.width_height, p.fit)
+    return edges_of(image, *p.canny)
+
+
+def edges_of(image: Image.Image, low: float, high: float) -> Image.Image:
+    """Run Canny on an already sized RGB image."""
+    gray = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2GRAY)
+    edges = cv2.Canny(gray, float(low), float(high))
+    return Image.fromarray(np.stack([edges] * 3, axis=-1), "RGB")

@@ -1,0 +1,35 @@
+"""The sdrag error family: every failure a user can cause is one of these, with the problem and the fix."""
+
+from __future__ import annotations
+
+
+class SdragError(Exception):
+    """Base class of every error sdrag raises on purpose."""
+
+
+class InputError(SdragError, ValueError):
+    """An image or file given to sdrag cannot be used."""
+
+
+class ParameterError(SdragError, ValueError):
+    """A generation, Canny or retrieval parameter is out of range or malformed."""
+
+
+class WeightsUnavailableError(SdragError, RuntimeError):
+    """Model weights a preset needs are neither local nor reachable."""
+
+
+class LibraryError(SdragError, RuntimeError):
+    """The style library cannot be opened, read or written."""
+
+
+class StyleNotFoundError(LibraryError, KeyError):
+    """A style id or name is not in the library."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class GenerationCancelled(SdragError):
+    """A generation was stopped on request (its progress callback returned False)."""

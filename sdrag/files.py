@@ -1,0 +1,53 @@
+"""Writing files so that a crash never leaves a half-written one, and names never leave their folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .errors import ParameterError
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` via a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write `data` as indented UTF-8 JSON, atomically."""
+    return atomic_write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def atomic_save_image(image: Image.Image, path: str | os.PathLike, **save_kwargs: Any) -> Path:
+    """Save a PIL image (format from the suffix), atomically."""
+    import io
+
+    path = Path(path)
+    buf = io.BytesIO()
+    image.save(buf, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"), **save_kwargs)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    """Return `name` if it is a plain file name (no separators, no '..', no NUL); else raise."""
+    if (not isinstance(name, str) or not name.strip() or name in (".", "..") or "\x00" in name
+            or "/" in name or "\\" in name or Path(name).is_absolute()):
+        raise ParameterError(f"{what} {name!r} is not a plain name. Fix: use letters, digits, '-', '_' or '.'.")
+    return name

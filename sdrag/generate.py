@@ -1,0 +1,243 @@
+"""The generator: SD1.5 + Canny ControlNet + IP-Adapter, loaded once and reused for every call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from PIL import Image
+
+from .errors import GenerationCancelled, ParameterError, SdragError, WeightsUnavailableError
+from .params import SD15_LAYOUT, Params, layer_scales
+from .presets import ModelSpec, checked_tokenizer, load_kwargs
+
+Progress = Callable[[int, int], "bool | None"]
+
+_SCHEDULERS = {
+    "unipc": "UniPCMultistepScheduler",
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpm++2m": "DPMSolverMultistepScheduler",
+}
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """Memory savers; each keeps IP-Adapter active (checked after they are applied)."""
+
+    attention_slicing: bool = False
+    vae_tiling: bool = False
+    cpu_offload: bool = False
+
+    @classmethod
+    def from_any(cls, value: MemoryOptions | dict | None) -> MemoryOptions:
+        """Accept an instance, a dict of flags, or None (all off)."""
+        if value is None or isinstance(value, cls):
+            return value or cls()
+        if not isinstance(value, dict):
+            raise ParameterError(f"memory must be a dict of flags, got {value!r}.")
+        unknown = sorted(set(value) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ParameterError(f"Unknown memory option(s) {unknown}. Known: {sorted(cls.__dataclass_fields__)}.")
+        return cls(**{k: bool(v) for k, v in value.items()})
+
+
+class Generator:
+    """StableDiffusionControlNetPipeline with IP-Adapter; stages are separate so callers can cache them."""
+
+    def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype, local_only: bool,
+                 memory: MemoryOptions | dict | None = None):
+        """Load every component of `spec` onto `device` in `dtype` (IP-Adapter last, as diffusers requires)."""
+        from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+        from diffusers.utils import logging as dlog
+
+        self.spec = spec
+        self.device = device
+        self.dtype = dtype
+        self.memory = MemoryOptions.from_any(memory)
+        if self.memory.cpu_offload and device.type != "cuda":
+            raise ParameterError("memory cpu_offload needs a CUDA device; on CPU everything is in RAM already.")
+        if not spec.ip_adapter_weight.endswith(".safetensors") and not spec.allow_pickle:
+            raise WeightsUnavailableError(
+                f"IP-Adapter weights {spec.ip_adapter_weight!r} are pickled, which can run code when loaded."
+                " Fix: use the .safetensors file, or opt in with allow_pickle=True if you trust the source."
+            )
+        kw = load_kwargs(spec, local_only)
+        dlog.disable_progress_bar()
+        try:
+            controlnet = ControlNetModel.from_pretrained(spec.controlnet, dtype=dtype, **kw)
+            pipe = StableDiffusionControlNetPipeline.from_pretrained(
+                spec.base, controlnet=controlnet, safety_checker=None, requires_safety_checker=False,
+                dtype=dtype, **kw,
+            )
+        except (OSError, ValueError) as exc:
+            raise WeightsUnavailableError(f"Could not load SD1.5/ControlNet weights: {exc}") from None
+        checked_tokenizer(pipe.tokenizer, spec.base)
+        _check_layout(pipe.unet)
+        pipe.set_progress_bar_config(disable=True)
+        if not self.memory.cpu_offload:
+            pipe.to(device)
+        try:
+            # The image encoder is created in the pipeline's dtype and device: load it after moving.
+            pipe.load_ip_adapter(
+                spec.ip_adapter, subfolder=spec.ip_adapter_subfolder, weight_name=spec.ip_adapter_weight,
+                image_encoder_folder=spec.image_encoder_folder, local_files_only=local_only,
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise WeightsUnavailableError(f"Could not load IP-Adapter from {spec.ip_adapter}: {exc}") from None
+        self.pipe = pipe
+        self._apply_memory()
+        self._scheduler_config = dict(pipe.scheduler.config)
+        self._check_ip_active()
+
+    # -- set-up checks ----------------------------------------------------------------------------------
+
+    def _apply_memory(self) -> None:
+        from diffusers.models.attention_processor import Attention
+
+        if self.memory.attention_slicing:
+            # Only self-attention is sliced: it holds the big (HW x HW) maps, and slicing cross-attention
+            # would replace the IP-Adapter processors and silently switch IP-Adapter off.
+            for module in self.pipe.unet.modules():
+                if isinstance(module, Attention) and not module.is_cross_attention:
+                    module.set_attention_slice(max(1, module.heads // 2))
+            self.pipe.controlnet.set_attention_slice("auto")
+        if self.memory.vae_tiling:
+            self.pipe.vae.enable_tiling()
+        if self.memory.cpu_offload:
+            self.pipe.enable_model_cpu_offload(device=self.device)
+
+    def _check_ip_active(self) -> None:
+        procs = self.ip_processors()
+        expected = sum(SD15_LAYOUT["down"].values()) + SD15_LAYOUT["mid"] + sum(SD15_LAYOUT["up"].values())
+        if len(procs) != expected:
+            raise SdragError(
+                f"IP-Adapter is active on {len(procs)} of {expected} cross-attention layers after set-up; a memory"
+                " option replaced its processors. Fix: turn that memory option off and report the diffusers version."
+            )
+
+    def ip_processors(self) -> dict[str, object]:
+        """The IP-Adapter attention processors of the UNet, by layer prefix."""
+        return {name.rsplit(".transformer_blocks", 1)[0]: proc
+                for name, proc in self.pipe.unet.attn_processors.items() if hasattr(proc, "scale")
+                and name.endswith("attn2.processor")}
+
+    # -- stages ---------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode_prompt(self, prompt: str, negative_prompt: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (positive, negative) text embeddings for one image."""
+        pos, neg = self.pipe.encode_prompt(prompt, self._exec_device, 1, True, negative_prompt or None)
+        return pos, neg
+
+    @torch.inference_mode()
+    def style_embeds(self, images: Sequence[Image.Image], weights: Sequence[float] | None = None) -> torch.Tensor:
+        """Return IP-Adapter image embeddings [negative, positive] for one reference or a weighted blend.
+
+        Several references are blended on the embeddings (weights normalised to sum 1); diffusers itself
+        would concatenate them as extra tokens instead.
+        """
+        from diffusers.models.embeddings import ImageProjection
+
+        images = list(images)
+        w = torch.tensor([1.0] * len(images) if weights is None else list(weights), dtype=torch.float32)
+        if not images or len(w) != len(images) or not torch.isfinite(w).all() or (w <= 0).any():
+            raise ParameterError("style blend needs one weight > 0 per reference image.")
+        w = w / w.sum()
+        proj = self.pipe.unet.encoder_hid_proj.image_projection_layers[0]
+        pos, neg = self.pipe.encode_image(images, self._exec_device, 1, not isinstance(proj, ImageProjection))
+        shape = (-1,) + (1,) * (pos.dim() - 1)
+        w = w.to(pos.device, torch.float32).view(shape)
+        blend = [(w * t.float()).sum(0, keepdim=True).to(t.dtype)[None] for t in (neg, pos)]
+        return torch.cat(blend, dim=0)
+
+    def set_ip_scale(self, scale: float | dict) -> dict[str, float]:
+        """Set IP-Adapter scales on every layer (state on the pipeline) and return what the processors hold."""
+        self.pipe.set_ip_adapter_scale(scale)
+        want = layer_scales(scale)
+        got = {name: float(proc.scale[0]) for name, proc in self.ip_processors().items()}
+        if got != want:
+            raise SdragError(f"IP-Adapter scales did not apply as asked (asked {want}, set {got}).")
+        return got
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        control: Image.Image,
+        params: Params,
+        style: torch.Tensor | None = None,
+        prompt_embeds: tuple[torch.Tensor, torch.Tensor] | None = None,
+        progress: Progress | None = None,
+    ) -> list[Image.Image]:
+        """Generate one image per seed from a sized control image, resolved params and style embeddings.
+
+        `style` is the output of `style_embeds`; None runs without a reference (IP-Adapter scale forced
+        to 0). `progress(step, total)` is called after every step; returning False stops the run.
+        """
+        import diffusers
+
+        p = params
+        w, h = p.width_height
+        if control.size != (w, h):
+            raise ParameterError(f"control image is {control.size}, expected {(w, h)}; fit it first.")
+        scheduler_cls = getattr(diffusers, _SCHEDULERS[p.scheduler])
+        self.pipe.scheduler = scheduler_cls.from_config(self._scheduler_config)
+        # Scale is pipeline state: set it on every call so nothing leaks from the previous one.
+        self.set_ip_scale(p.ip_adapter_scale if style is not None else 0.0)
+        pos, neg = prompt_embeds if prompt_embeds is not None else self.encode_prompt(p.prompt, p.negative_prompt)
+        cfg = p.guidance > 1.0
+        if style is None:
+            style = self.style_embeds([Image.new("RGB", (w, h), "white")])
+        ip = style if cfg else style.chunk(2)[1]
+        seeds = p.seeds
+        # CPU generators make the same seed give the same latents on any device.
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        stopped = []
+
+        def on_step(pipe, i, t, kwargs):
+            if progress is not None and progress(i + 1, p.steps) is False:
+                pipe._interrupt = True
+                stopped.append(i + 1)
+            return kwargs
+
+        out = self.pipe(
+            prompt_embeds=pos, negative_prompt_embeds=neg if cfg else None, image=control,
+            ip_adapter_image_embeds=[ip.to(self._exec_device, self.dtype)],
+            num_inference_steps=p.steps, guidance_scale=p.guidance,
+            controlnet_conditioning_scale=p.controlnet_scale,
+            control_guidance_start=p.control_start, control_guidance_end=p.control_end,
+            generator=generators, num_images_per_prompt=len(seeds), width=w, height=h,
+            callback_on_step_end=on_step, output_type="pil",
+        )
+        if stopped:
+            raise GenerationCancelled(f"Generation stopped by the progress callback after step {stopped[0]}.")
+        return list(out.images)
+
+    @property
+    def _exec_device(self) -> torch.device:
+        return self.pipe._execution_device
+
+    def info(self) -> dict:
+        """Describe the loaded models (JSON-serialisable) for results and manifests."""
+        import diffusers
+        import transformers
+
+        return {"models": self.spec.to_dict(), "device": str(self.device), "dtype": str(self.dtype).split(".")[-1],
+                "memory": asdict(self.memory), "torch": torch.__version__, "diffusers": diffusers.__version__,
+                "transformers": transformers.__version__}
+
+
+def _check_layout(unet) -> None:
+    """Refuse a UNet whose attention blocks differ from SD1.5's (block maps would mean something else)."""
+    layout = {
+        "down": {i: len(b.attentions) for i, b in enumerate(unet.down_blocks) if hasattr(b, "attentions")},
+        "mid": len(getattr(unet.mid_block, "attentions", [])),
+        "up": {i: len(b.attentions) for i, b in enumerate(unet.up_blocks) if hasattr(b, "attentions")},
+    }
+    if layout != SD15_LAYOUT:
+        raise WeightsUnavailableError(
+            f"The UNet's attention layout {layout} is not SD1.5's {SD15_LAYOUT}. Fix: use SD1.5-family weights."
+        )

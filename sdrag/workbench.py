@@ -1,0 +1,232 @@
+"""The RAG chain in one call: retrieve a style, Canny the sketch, generate — and the Result it returns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .canny import edges_of
+from .errors import ParameterError
+from .files import atomic_save_image, atomic_write_json, safe_name
+from .generate import Generator, MemoryOptions, Progress
+from .images import ImageLike, fit_image, load_image
+from .library import Style, StyleLibrary
+from .params import Params, layer_scales
+from .presets import ModelSpec, check_available, get_spec, load_kwargs, pick_device, pick_dtype
+from .tiny import TINY_VERSION, cache_dir
+
+
+@dataclass
+class Result:
+    """One run of the chain: images, the edge map, what was retrieved, the resolved parameters and timings."""
+
+    images: list[Image.Image]
+    edges: Image.Image
+    sketch: Image.Image
+    hits: list[Style]
+    references: list[tuple[Style, float]]
+    params: dict
+    timings: dict[str, float]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def image(self) -> Image.Image:
+        """The first generated image."""
+        return self.images[0]
+
+    @property
+    def seed(self) -> int:
+        """The seed of the first image."""
+        seeds = self.params["seed"]
+        return seeds[0] if isinstance(seeds, list) else seeds
+
+    @property
+    def style(self) -> Style | None:
+        """The (first) style reference used."""
+        return self.references[0][0] if self.references else None
+
+    def panel(self):
+        """Return a matplotlib Figure: sketch | edges | style | result."""
+        import matplotlib.pyplot as plt
+
+        style = self.style
+        style_title = "style: (none)"
+        if style is not None:
+            score = f" ({style.score:.3f})" if style.score is not None else ""
+            more = f" +{len(self.references) - 1} blended" if len(self.references) > 1 else ""
+            style_title = f"style: {style.name}{score}{more}"
+        panes = [(self.sketch, "sketch"), (self.edges, f"edges {tuple(self.params['canny'])}"),
+                 (style.image() if style else Image.new("RGB", (64, 64), "white"), style_title),
+                 (self.image, f"result (seed {self.seed})")]
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
+        for ax, (img, title) in zip(axes, panes):
+            ax.imshow(img)
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+        fig.suptitle(self.params["prompt"][:120], fontsize=10)
+        fig.tight_layout()
+        return fig
+
+    def to_dict(self) -> dict:
+        """The run's record (JSON-serialisable): params, hits, references, timings, info."""
+        return {"params": self.params, "hits": [h.to_dict() for h in self.hits],
+                "references": [{"id": s.id, "name": s.name, "weight": w} for s, w in self.references],
+                "timings": self.timings, "info": self.info}
+
+    def save(self, folder: str | Path, name: str | None = None) -> dict[str, Path]:
+        """Write image(s), edge map, panel and a JSON record into `folder` (atomically); return the paths."""
+        import matplotlib.pyplot as plt
+
+        folder = Path(folder)
+        digest = hashlib.sha256(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:10]
+        stem = safe_name(name, "result name") if name else f"result-{self.seed}-{digest}"
+        paths = {"image": atomic_save_image(self.image, folder / f"{stem}.png"),
+                 "edges": atomic_save_image(self.edges, folder / f"{stem}_edges.png")}
+        for i, img in enumerate(self.images[1:], start=1):
+            paths[f"image_{i}"] = atomic_save_image(img, folder / f"{stem}_{i}.png")
+        fig = self.panel()
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        paths["panel"] = atomic_save_image(Image.open(buf), folder / f"{stem}_panel.png")
+        paths["record"] = atomic_write_json(folder / f"{stem}.json", self.to_dict())
+        return paths
+
+
+class Workbench:
+    """Models, style library and the RAG chain behind one object; models load on first use."""
+
+    def __init__(self, spec: ModelSpec, library_dir: str | Path | None = None, device: str | None = None,
+                 dtype: Any = None, memory: MemoryOptions | dict | None = None):
+        """Prefer `Workbench.from_preset`. Checks that every weight can be had before returning."""
+        self.spec = spec
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device, dtype)
+        self.memory = MemoryOptions.from_any(memory)
+        self.local_only = check_available(spec)
+        self.library_dir = Path(library_dir) if library_dir else cache_dir() / "libraries" / spec.preset
+        self._embedder = None
+        self._library: StyleLibrary | None = None
+        self._generator: Generator | None = None
+
+    @classmethod
+    def from_preset(cls, preset: str = "tiny", library_dir: str | Path | None = None, *, device: str | None = None,
+                    dtype: Any = None, memory: MemoryOptions | dict | None = None, **overrides: Any) -> Workbench:
+        """Create a workbench for preset 'sd15' (hub weights) or 'tiny' (random weights, offline).
+
+        `overrides` replace model sources (base, controlnet, ip_adapter, clip, ip_adapter_weight, ...) with
+        hub ids or local folders; `controlnet='canny-v10'` selects the original v1.0 Canny ControlNet.
+        """
+        return cls(get_spec(preset, **overrides), library_dir=library_dir, device=device, dtype=dtype,
+                   memory=memory)
+
+    # -- lazily loaded parts ----------------------------------------------------------------------------
+
+    @property
+    def embedder(self):
+        """The CLIP embedder used for retrieval."""
+        if self._embedder is None:
+            from .embed import ClipEmbedder
+
+            self._embedder = ClipEmbedder(self.spec.clip, self.device, self.dtype,
+                                          load_kwargs(self.spec, self.local_only))
+        return self._embedder
+
+    @property
+    def embedder_name(self) -> str:
+        """Which embedder built this workbench's vectors (tiny weights are versioned, not located)."""
+        return f"tiny-v{TINY_VERSION}" if self.spec.preset == "tiny" and "clip" not in self._overridden() \
+            else self.spec.clip
+
+    def _overridden(self) -> set[str]:
+        base = get_spec(self.spec.preset)
+        return {k for k, v in self.spec.to_dict().items() if base.to_dict()[k] != v}
+
+    @property
+    def library(self) -> StyleLibrary:
+        """The persistent style library."""
+        if self._library is None:
+            self._library = StyleLibrary(self.library_dir, lambda: self.embedder, self.embedder_name)
+        return self._library
+
+    @property
+    def generator(self) -> Generator:
+        """The loaded pipeline (loads on first access)."""
+        if self._generator is None:
+            self._generator = Generator(self.spec, self.device, self.dtype, self.local_only, self.memory)
+        return self._generator
+
+    def load(self) -> Workbench:
+        """Load every model now instead of on first use."""
+        _ = self.generator, self.embedder
+        return self
+
+    # -- the chain ----------------------------------------------------------------------------------------
+
+    def resolve_style(self, prompt: str, p: Params) -> tuple[list[Style], list[tuple[Style, float]]]:
+        """Return (hits, references with blend weights) for resolved params: retrieval or a fixed choice."""
+        if p.style is None:
+            if not prompt.strip():
+                raise ParameterError("Retrieval needs a prompt. Fix: give a prompt, or pick style='<id or name>'.")
+            hits = self.library.search(prompt, k=p.top_k, tags=p.tags)
+            return hits, list(zip(hits, blend_weights([h.score for h in hits])))
+        chosen = [(p.style, 1.0)] if isinstance(p.style, str) else p.style
+        styles = [self.library.get(key) for key, _ in chosen]
+        if prompt.strip():
+            sims = self.library.vectors([s.id for s in styles]) @ self.embedder.embed_text([prompt])[0]
+            for s, sim in zip(styles, sims):
+                s.score = float(sim)
+        total = sum(w for _, w in chosen)
+        return styles, [(s, w / total) for s, (_, w) in zip(styles, chosen)]
+
+    def run(self, sketch: ImageLike, prompt: str = "", *, params: Params | None = None,
+            progress: Progress | None = None, **kwargs: Any) -> Result:
+        """Run the chain: retrieve a style for `prompt`, Canny the `sketch`, generate.
+
+        Keyword arguments are Params fields (steps, guidance, controlnet_scale, ip_adapter_scale, canny,
+        seed, size, style, top_k, ...); `params` gives a whole Params object to start from.
+        """
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        p = (params or Params()).update(**kwargs, **({"prompt": prompt} if prompt else {})).resolved()
+        image = load_image(sketch)
+        if self._generator is None:
+            t = time.perf_counter()
+            _ = self.generator
+            timings["load"] = time.perf_counter() - t
+        t = time.perf_counter()
+        hits, refs = self.resolve_style(p.prompt, p)
+        timings["retrieve"] = time.perf_counter() - t
+        t = time.perf_counter()
+        fitted = fit_image(image, p.width_height, p.fit)
+        edges = edges_of(fitted, *p.canny)
+        timings["canny"] = time.perf_counter() - t
+        t = time.perf_counter()
+        gen = self.generator
+        style = gen.style_embeds([s.image() for s, _ in refs], [w for _, w in refs])
+        timings["style_embed"] = time.perf_counter() - t
+        t = time.perf_counter()
+        images = gen.generate(edges, p, style=style, progress=progress)
+        timings["generate"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        record = p.to_dict()
+        record["style"] = [[s.id, w] for s, w in refs]
+        record["ip_adapter_layers"] = layer_scales(p.ip_adapter_scale)
+        return Result(images=images, edges=edges, sketch=fitted, hits=hits, references=refs, params=record,
+                      timings=timings, info=gen.info())
+
+
+def blend_weights(scores: Sequence[float]) -> list[float]:
+    """Weights for a top-k blend: proportional to the (non-negative) similarity scores."""
+    s = np.clip(np.asarray(scores, dtype=float), 0, None)
+    return [float(x) for x in s / s.sum()] if s.sum() > 0 else [1 / len(s)] * len(s)
