@@ -9,7 +9,7 @@ import torch
 
 from .errors import WeightsUnavailableError
 from .images import ImageLike, load_image
-from .presets import checked_tokenizer
+from .presets import checked_tokenizer, quiet_loading
 
 
 class ClipEmbedder:
@@ -20,13 +20,15 @@ class ClipEmbedder:
         from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
         kw = dict(load_kwargs or {})
+        tok_kw = {k: v for k, v in kw.items() if k != "use_safetensors"}
         try:
-            self.model = CLIPModel.from_pretrained(source, dtype=dtype, **kw).to(device).eval()
-            tok_kw = {k: v for k, v in kw.items() if k != "use_safetensors"}
-            self.tokenizer = checked_tokenizer(CLIPTokenizer.from_pretrained(source, **tok_kw), source)
-            self.processor = CLIPImageProcessor.from_pretrained(source, **tok_kw)
+            with quiet_loading():
+                self.model = CLIPModel.from_pretrained(source, dtype=dtype, **kw).to(device).eval()
+                self.tokenizer = CLIPTokenizer.from_pretrained(source, **tok_kw)
+                self.processor = CLIPImageProcessor.from_pretrained(source, **tok_kw)
         except OSError as exc:
             raise WeightsUnavailableError(f"Could not load CLIP from {source}: {exc}") from None
+        checked_tokenizer(self.tokenizer, source)
         self.source = source
         self.device = device
         self.dtype = dtype

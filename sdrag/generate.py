@@ -10,7 +10,7 @@ from PIL import Image
 
 from .errors import GenerationCancelled, ParameterError, SdragError, WeightsUnavailableError
 from .params import SD15_LAYOUT, Params, layer_scales
-from .presets import ModelSpec, checked_tokenizer, load_kwargs
+from .presets import ModelSpec, checked_tokenizer, load_kwargs, quiet_loading
 
 Progress = Callable[[int, int], "bool | None"]
 
@@ -51,9 +51,6 @@ class Generator:
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype, local_only: bool,
                  memory: MemoryOptions | dict | None = None):
         """Load every component of `spec` onto `device` in `dtype` (IP-Adapter last, as diffusers requires)."""
-        from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
-        from diffusers.utils import logging as dlog
-
         self.spec = spec
         self.device = device
         self.dtype = dtype
@@ -65,8 +62,16 @@ class Generator:
                 f"IP-Adapter weights {spec.ip_adapter_weight!r} are pickled, which can run code when loaded."
                 " Fix: use the .safetensors file, or opt in with allow_pickle=True if you trust the source."
             )
-        kw = load_kwargs(spec, local_only)
-        dlog.disable_progress_bar()
+        with quiet_loading():
+            self.pipe = self._load(spec, load_kwargs(spec, local_only))
+        self._apply_memory()
+        self._scheduler_config = dict(self.pipe.scheduler.config)
+        self._check_ip_active()
+
+    def _load(self, spec: ModelSpec, kw: dict):
+        from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+        device, dtype = self.device, self.dtype
         try:
             controlnet = ControlNetModel.from_pretrained(spec.controlnet, dtype=dtype, **kw)
             pipe = StableDiffusionControlNetPipeline.from_pretrained(
@@ -84,14 +89,11 @@ class Generator:
             # The image encoder is created in the pipeline's dtype and device: load it after moving.
             pipe.load_ip_adapter(
                 spec.ip_adapter, subfolder=spec.ip_adapter_subfolder, weight_name=spec.ip_adapter_weight,
-                image_encoder_folder=spec.image_encoder_folder, local_files_only=local_only,
+                image_encoder_folder=spec.image_encoder_folder, local_files_only=kw["local_files_only"],
             )
         except (OSError, ValueError, KeyError) as exc:
             raise WeightsUnavailableError(f"Could not load IP-Adapter from {spec.ip_adapter}: {exc}") from None
-        self.pipe = pipe
-        self._apply_memory()
-        self._scheduler_config = dict(pipe.scheduler.config)
-        self._check_ip_active()
+        return pipe
 
     # -- set-up checks ----------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ def load_image(source: ImageLike) -> Image.Image:
             raise InputError(f"Image file not found: {path}. Fix: check the path (it must be a file).")
         return _open(path, str(path))
     raise InputError(
-        f"Cannot read an image from a {type(source).__name__}. Give a file path, bytes, a PIL image or an array."
+        f"Cannot read an image from a {type(source).__name__}. Fix: give a file path, bytes, a PIL image or an array."
     )
 
 
@@ -74,7 +74,7 @@ def _from_array(arr: np.ndarray) -> Image.Image:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)) or 0 in arr.shape:
         raise InputError(
-            f"An image array must be HxW, HxWx3 or HxWx4 and non-empty; got shape {arr.shape}."
+            f"An image array of shape {arr.shape} cannot be read. Fix: pass a non-empty HxW, HxWx3 or HxWx4 array."
         )
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
@@ -86,7 +86,7 @@ def _from_array(arr: np.ndarray) -> Image.Image:
         arr = np.clip(arr * scale, 0, 255).round().astype(np.uint8)
     elif arr.dtype != np.uint8:
         if not np.issubdtype(arr.dtype, np.integer):
-            raise InputError(f"Unsupported image array dtype {arr.dtype}. Use uint8, uint16 or float.")
+            raise InputError(f"Unsupported image array dtype {arr.dtype}. Fix: use uint8, uint16 or float.")
         # 16-bit data uses the full 0..65535 range; narrower ints that fit in a byte are kept as they are.
         arr = (arr.astype(np.float64) / 257.0) if arr.max() > 255 else arr.astype(np.float64)
         arr = np.clip(arr, 0, 255).round().astype(np.uint8)

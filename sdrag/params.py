@@ -275,7 +275,8 @@ def _scale_map(block_map: dict, factor: float) -> dict:
             idx = key.removeprefix("block_")
             if not idx.isdigit() or int(idx) not in layout:
                 valid = ", ".join(f"block_{i}" for i in layout)
-                hint = " (an SDXL recipe? on SD1.5 use 'style' = up.block_1)" if (part, key) == ("up", "block_0") else ""
+                sdxl = (part, key) == ("up", "block_0")
+                hint = " (an SDXL recipe? on SD1.5 use 'style' = up.block_1)" if sdxl else ""
                 problems.append(f"{part}.{key} has no attention layers in SD1.5{hint}; valid {part} blocks: {valid}.")
         for i, count in layout.items():
             full[part][f"block_{i}"] = value(f"{part}.block_{i}", given.get(f"block_{i}", 0.0), count)

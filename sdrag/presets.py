@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -183,6 +184,26 @@ def load_kwargs(spec: ModelSpec, local_only: bool) -> dict:
     """Keyword arguments every from_pretrained call of this spec shares."""
     # None lets diffusers fall back to pickled .bin files; False/True would refuse them.
     return {"local_files_only": local_only, "use_safetensors": None if spec.allow_pickle else True}
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Silence load-time progress bars and advisory warnings of diffusers/transformers (errors still raise)."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    levels = dlog.get_verbosity(), tlog.get_verbosity()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(levels[0])
+        tlog.set_verbosity(levels[1])
+        dlog.enable_progress_bar()
+        tlog.enable_progress_bar()
 
 
 def pick_device(device: str | None = None):

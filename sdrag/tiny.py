@@ -59,8 +59,11 @@ def build_tiny(target: str | os.PathLike) -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=target.parent))
+    from .presets import quiet_loading
+
     try:
-        _build_into(work)
+        with quiet_loading():
+            _build_into(work)
         (work / "COMPLETE").write_text(json.dumps({"version": TINY_VERSION, "seed": SEED}) + "\n")
         if target.exists():
             # Another process finished first; its build is identical, keep it.

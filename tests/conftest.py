@@ -1,0 +1,44 @@
+"""Shared fixtures: a fresh tiny preset per session, a workbench with the starter styles, test sketches."""
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before anything imports huggingface_hub: tests never touch the network, and build tiny from scratch.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["SDRAG_CACHE"] = tempfile.mkdtemp(prefix="sdrag-test-cache-")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+STYLES = REPO / "styles"
+FAST = {"size": 64, "steps": 2}
+
+
+def draw_sketch(width: int = 160, height: int = 120) -> np.ndarray:
+    """A sketch with strong and faint strokes, so Canny thresholds change what is kept."""
+    img = np.full((height, width, 3), 255, np.uint8)
+    cv2.rectangle(img, (20, 30), (width - 20, height - 15), (0, 0, 0), 3)
+    cv2.line(img, (20, 30), (width // 2, 5), (0, 0, 0), 3)
+    cv2.line(img, (width // 2, 5), (width - 20, 30), (0, 0, 0), 3)
+    cv2.circle(img, (width // 2, height // 2 + 10), 18, (215, 215, 215), 2)
+    cv2.line(img, (30, height - 30), (width - 30, 40), (232, 232, 232), 2)
+    return img
+
+
+@pytest.fixture(scope="session")
+def sketch() -> np.ndarray:
+    return draw_sketch()
+
+
+@pytest.fixture(scope="session")
+def wb(tmp_path_factory):
+    import sdrag
+
+    bench = sdrag.Workbench.from_preset("tiny", library_dir=tmp_path_factory.mktemp("library"))
+    report = bench.library.ingest(STYLES)
+    assert report.added, report.table()
+    return bench.load()

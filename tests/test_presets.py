@@ -1,0 +1,112 @@
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+import sdrag
+from sdrag import ParameterError, WeightsUnavailableError
+from sdrag.presets import CONTROLNETS, check_available, checked_tokenizer, get_spec, pick_device, pick_dtype
+
+OFFLINE_PROBE = textwrap.dedent("""
+    import time, sdrag
+    t = time.perf_counter()
+    try:
+        sdrag.Workbench.from_preset("sd15", library_dir={lib!r})
+    except sdrag.WeightsUnavailableError as exc:
+        print(round(time.perf_counter() - t, 3))
+        print(exc)
+    else:
+        print("NO ERROR")
+""")
+
+
+@pytest.mark.parametrize("env", [
+    {"HF_HUB_OFFLINE": "1"},
+    # Not marked offline, but nothing answers at the endpoint: the probe must fail fast, not retry.
+    {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"},
+], ids=["offline-flag", "unreachable-endpoint"])
+def test_real_preset_offline_fails_clearly_in_under_2s(env, tmp_path):
+    full_env = {**os.environ, **env, "HF_HOME": str(tmp_path / "hf")}
+    code = OFFLINE_PROBE.format(lib=str(tmp_path / "lib"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    seconds, *message = out.stdout.strip().splitlines()
+    text = "\n".join(message)
+    assert float(seconds) < 2.0
+    for needle in ("stable-diffusion-v1-5/stable-diffusion-v1-5", "lllyasviel/control_v11p_sd15_canny",
+                   "h94/IP-Adapter", "openai/clip-vit-base-patch32", "go online", "preset='tiny'"):
+        assert needle in text
+
+
+def test_a_hanging_hub_is_abandoned_within_the_probe_timeout(monkeypatch, tmp_path):
+    from sdrag import presets
+
+    def hang(*args, **kwargs):
+        time.sleep(10)
+        raise OSError("late")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr(presets, "_probe_cache", {})
+    monkeypatch.setattr(socket, "create_connection", hang)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    t = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError, match="unreachable"):
+        check_available(get_spec("sd15"))
+    assert time.perf_counter() - t < 2.0
+
+
+def test_overrides_and_controlnet_alias(tmp_path):
+    spec = get_spec("sd15", controlnet="canny-v10", clip=str(tmp_path))
+    assert spec.controlnet == CONTROLNETS["canny-v10"] == "lllyasviel/sd-controlnet-canny"
+    assert spec.clip == str(tmp_path)
+    with pytest.raises(ParameterError, match="Unknown model override"):
+        get_spec("tiny", unet="x")
+    with pytest.raises(ParameterError, match="Unknown preset"):
+        get_spec("sdxl")
+
+
+def test_local_override_missing_files_names_them(tmp_path):
+    empty = tmp_path / "my-controlnet"
+    empty.mkdir()
+    with pytest.raises(WeightsUnavailableError) as err:
+        sdrag.Workbench.from_preset("tiny", library_dir=tmp_path / "lib", controlnet=str(empty))
+    assert str(empty / "config.json") in str(err.value) and "tiny" in str(err.value)
+
+
+def test_degraded_tokenizer_is_refused(tmp_path):
+    from transformers import CLIPTokenizer
+
+    from sdrag.tiny import tiny_root
+
+    good = CLIPTokenizer.from_pretrained(tiny_root() / "stable-diffusion-v1-5" / "tokenizer")
+    assert checked_tokenizer(good, "tiny") is good
+
+    class TwoTokens:
+        def __len__(self):
+            return 2
+
+    with pytest.raises(WeightsUnavailableError, match="only 2 tokens"):
+        checked_tokenizer(TwoTokens(), "somewhere")
+
+
+def test_device_and_dtype_choice():
+    cpu = pick_device("cpu")
+    assert pick_dtype(cpu) == torch.float32
+    assert pick_dtype(cpu, "fp16") == torch.float16 and pick_dtype(cpu, "bf16") == torch.bfloat16
+    assert pick_dtype(torch.device("cuda"), None) == torch.float16
+    with pytest.raises(ParameterError):
+        pick_dtype(cpu, "fp8-ish")
+    with pytest.raises(ParameterError):
+        pick_device("quantum")
+    if not torch.cuda.is_available():
+        assert pick_device(None).type == "cpu"
+        with pytest.raises(ParameterError, match="no CUDA"):
+            pick_device("cuda")

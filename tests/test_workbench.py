@@ -1,0 +1,106 @@
+import json
+
+import numpy as np
+import pytest
+from conftest import FAST
+from PIL import Image
+
+import sdrag
+from sdrag import InputError, ParameterError, SdragError, StyleNotFoundError
+
+
+def test_run_returns_the_documented_result(wb, sketch):
+    res = wb.run(sketch, "a neon city", seed=0, canny=(50, 150), controlnet_scale=1.5, ip_adapter_scale=0.8,
+                 steps=2, guidance=7.5, size=64)
+    assert isinstance(res.image, Image.Image) and isinstance(res.edges, Image.Image)
+    assert res.image.size == res.edges.size == (64, 64)
+    assert len(res.hits) == 1 and {"id", "name", "path", "score"} <= set(vars(res.hits[0]))
+    assert -1 <= res.hits[0].score <= 1 and res.style.id == res.hits[0].id
+    assert res.seed == 0 and res.params["seed"] == 0 and res.params["prompt"] == "a neon city"
+    assert res.params["style"] == [[res.hits[0].id, 1.0]]
+    assert len(res.params["ip_adapter_layers"]) == 16
+    json.dumps(res.params)
+    json.dumps(res.to_dict())
+    assert {"retrieve", "canny", "style_embed", "generate", "total"} <= set(res.timings)
+    assert all(v >= 0 for v in res.timings.values())
+    assert res.info["device"] == "cpu" and res.info["models"]["preset"] == "tiny"
+
+
+def test_retrieval_is_top1_by_default_and_blends_top_k(wb, sketch):
+    top = wb.library.search("a neon city", k=3)
+    res = wb.run(sketch, "a neon city", **FAST)
+    assert res.style.id == top[0].id
+    blend = wb.run(sketch, "a neon city", top_k=3, **FAST)
+    assert [h.id for h in blend.hits] == [h.id for h in top]
+    weights = [w for _, w in blend.references]
+    assert sum(weights) == pytest.approx(1.0) and len(weights) == 3
+    assert not np.array_equal(np.asarray(blend.image), np.asarray(res.image))
+
+
+def test_fixed_style_by_id_or_name_and_weighted_list(wb, sketch):
+    styles = wb.library.list()
+    a, b = styles[0], styles[1]
+    by_id = wb.run(sketch, "a neon city", style=a.id, **FAST)
+    by_name = wb.run(sketch, "a neon city", style=a.name, **FAST)
+    assert by_id.style.id == by_name.style.id == a.id
+    assert np.array_equal(np.asarray(by_id.image), np.asarray(by_name.image))
+    assert by_id.hits[0].score is not None  # prompt-to-style similarity is still reported
+    mix = wb.run(sketch, "a neon city", style=[(a.id, 3), (b.id, 1)], **FAST)
+    assert [round(w, 3) for _, w in mix.references] == [0.75, 0.25]
+    assert not np.array_equal(np.asarray(mix.image), np.asarray(by_id.image))
+    no_prompt = wb.run(sketch, "", style=a.id, **FAST)
+    assert no_prompt.image.size == (64, 64)
+
+
+def test_tag_filter_restricts_retrieval(wb, sketch):
+    res = wb.run(sketch, "a neon city", tags=["photo"], top_k=2, **FAST)
+    assert all("photo" in h.tags for h in res.hits)
+
+
+@pytest.mark.parametrize("sketch_input, error", [
+    ("/no/such/sketch.png", InputError),
+    (b"not an image", InputError),
+    (np.zeros((4, 4, 5), np.uint8), InputError),
+])
+def test_bad_sketches_give_the_sdrag_error(wb, sketch_input, error):
+    with pytest.raises(error) as err:
+        wb.run(sketch_input, "a neon city", **FAST)
+    assert isinstance(err.value, SdragError) and "Fix" in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"canny": (150, 50)}, {"canny": (50, 999)}, {"steps": 0}, {"controlnet_scale": float("nan")},
+    {"ip_adapter_scale": -1}, {"size": 4}, {"seed": "zero"}, {"cfg": 7},
+])
+def test_bad_parameters_give_the_sdrag_error(wb, sketch, kwargs):
+    with pytest.raises(ParameterError):
+        wb.run(sketch, "a neon city", **{**FAST, **kwargs})
+
+
+def test_unknown_style_and_missing_prompt(wb, sketch):
+    with pytest.raises(StyleNotFoundError, match="Fix"):
+        wb.run(sketch, "x", style="no-such-style", **FAST)
+    with pytest.raises(ParameterError, match="needs a prompt"):
+        wb.run(sketch, "", **FAST)
+
+
+def test_params_object_flows_in_and_out(wb, sketch):
+    p = sdrag.Params(prompt="a neon city", canny=(40, 120), **FAST)
+    res = wb.run(sketch, params=p, seed=5)
+    assert res.params["canny"] == [40, 120] and res.params["seed"] == 5
+    again = wb.run(sketch, params=sdrag.Params.from_dict({k: v for k, v in res.params.items()
+                                                          if k in sdrag.Params.names()}))
+    assert np.array_equal(np.asarray(again.image), np.asarray(res.image))
+
+
+def test_save_writes_complete_files_atomically(wb, sketch, tmp_path):
+    res = wb.run(sketch, "a neon city", **FAST)
+    paths = res.save(tmp_path / "out")
+    assert {"image", "edges", "panel", "record"} <= set(paths)
+    assert Image.open(paths["image"]).size == (64, 64)
+    assert Image.open(paths["panel"]).width > 400
+    record = json.loads(paths["record"].read_text())
+    assert record["params"]["prompt"] == "a neon city" and record["references"][0]["id"] == res.style.id
+    assert not list((tmp_path / "out").glob(".*tmp"))
+    with pytest.raises(ParameterError):
+        res.save(tmp_path / "out", name="../escape")
