@@ -10,12 +10,12 @@ Needs numpy and opencv-python-headless.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from sdrag.files import atomic_write_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "sdrag" / "assets" / "sketch_house.png"
@@ -25,21 +25,6 @@ PAPER = 255
 LINE = 4
 THIN = 3
 AA = cv2.LINE_AA
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes to path via a temp file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        # mkstemp creates 0600 files; a packaged asset should be readable like any other checkout file.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def draw_house() -> np.ndarray:
@@ -103,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ok:
         raise RuntimeError("PNG encoding failed")
     data = buf.tobytes()
-    _atomic_write(args.out, data)
+    atomic_write_bytes(args.out, data)
     print(f"wrote {args.out}  {img.shape[1]}x{img.shape[0]} grayscale  {len(data) / 1024:.1f} KiB")
     return 0
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
+
+from sdrag.files import atomic_write_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "styles"
@@ -65,21 +65,6 @@ def _shrink(img: np.ndarray, long_side: int = LONG_SIDE) -> Image.Image:
     scale = long_side / max(w, h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return pil.resize(size, Image.Resampling.LANCZOS)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes to path via a temp file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        # mkstemp creates 0600 files; library files should be readable like any other checkout file.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _jpeg_bytes(pil: Image.Image) -> bytes:
@@ -418,11 +403,11 @@ def main(argv: list[str] | None = None) -> int:
         arr = s.make()
         pil = _shrink(arr)
         data = _jpeg_bytes(pil)
-        _atomic_write(out / s.file, data)
+        atomic_write_bytes(out / s.file, data)
         total += len(data)
         print(f"wrote {out / s.file}  {pil.size[0]}x{pil.size[1]}  {len(data) / 1024:.1f} KiB")
     manifest = manifest_text(STYLES).encode("utf-8")
-    _atomic_write(out / "manifest.yaml", manifest)
+    atomic_write_bytes(out / "manifest.yaml", manifest)
     print(f"wrote {out / 'manifest.yaml'}  {len(STYLES)} styles")
     print(f"total image bytes: {total / 1024:.1f} KiB")
     return 0
