@@ -27,4 +27,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/python -m ruff check sdrag tests scripts
+	$(BIN)/python -m ruff check sdrag tests scripts benchmarks

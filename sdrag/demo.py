@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"retrieved style: {style.name} [{style.id}] score {style.score:.4f}")
     print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in res.timings.items()))
     print(f"panel: {paths['panel']}")
+    if args.preset != "sd15":
+        print(f"note: preset {args.preset!r} has random weights, so scores and pictures are noise; the chain is real."
+              " Use --preset sd15 with internet (or cached weights) for real images.")
     return 0
 
 

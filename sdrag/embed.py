@@ -17,12 +17,13 @@ class ClipEmbedder:
 
     def __init__(self, source: str, device: torch.device, dtype: torch.dtype, load_kwargs: dict | None = None):
         """Load CLIP from a hub id or folder onto `device` in `dtype`."""
-        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
-
         kw = dict(load_kwargs or {})
         tok_kw = {k: v for k, v in kw.items() if k != "use_safetensors"}
         try:
             with quiet_loading():
+                # Imported here: without torchvision, transformers warns on first import of the processor.
+                from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
                 self.model = CLIPModel.from_pretrained(source, dtype=dtype, **kw).to(device).eval()
                 self.tokenizer = CLIPTokenizer.from_pretrained(source, **tok_kw)
                 self.processor = CLIPImageProcessor.from_pretrained(source, **tok_kw)

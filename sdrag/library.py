@@ -117,7 +117,7 @@ class StyleLibrary:
 
     # -- ingest -----------------------------------------------------------------------------------------
 
-    def ingest(self, folder: str | Path, batch_size: int = 32) -> IngestReport:
+    def ingest(self, folder: str | Path, batch_size: int = 32, progress: bool = True) -> IngestReport:
         """Add a folder of images (with an optional manifest.yaml) idempotently.
 
         Ids are content hashes, so re-ingesting adds nothing; a changed file replaces its old entry; an
@@ -165,6 +165,9 @@ class StyleLibrary:
                 report.updated.append(item)
             else:
                 report.added.append(item)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="embedding styles", unit="img", disable=not (progress and todo))
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             vectors = self.embedder.embed_images([image for _, _, image, _ in chunk])
@@ -172,6 +175,8 @@ class StyleLibrary:
             stale = [old for *_, old in chunk if old is not None]
             if stale:
                 self._col.delete(ids=stale)
+            bar.update(len(chunk))
+        bar.close()
         return report
 
     def add(self, path: str | Path, name: str | None = None, caption: str = "", tags: Sequence[str] = (),

@@ -18,7 +18,8 @@ CONTROLNETS = {
     "canny-v11": "lllyasviel/control_v11p_sd15_canny",
     "canny-v10": "lllyasviel/sd-controlnet-canny",
 }
-PRESET_NAMES = ("sd15", "tiny")
+# sd15-random: SD1.5's full-size architecture with random weights, for speed/memory benchmarks offline.
+PRESET_NAMES = ("sd15", "tiny", "sd15-random")
 PROBE_TIMEOUT_S = 1.5
 _MIN_TOKENS = 100
 
@@ -63,12 +64,12 @@ def get_spec(preset: str = "tiny", **overrides: str | bool) -> ModelSpec:
             ip_adapter="h94/IP-Adapter",
             clip="openai/clip-vit-base-patch32",
         )
-    elif preset == "tiny":
+    elif preset in ("tiny", "sd15-random"):
         from . import tiny
 
-        root = tiny.tiny_root()
+        root = tiny.tiny_root(shapes="tiny" if preset == "tiny" else "full")
         spec = ModelSpec(
-            preset="tiny",
+            preset=preset,
             base=str(root / tiny.BASE_DIR),
             controlnet=str(root / tiny.CONTROLNET_DIR),
             ip_adapter=str(root / tiny.IP_ADAPTER_DIR),

@@ -20,9 +20,37 @@ import torch
 TINY_VERSION = "1"
 SEED = 20241124
 
-CROSS_DIM = 32
-CLIP_IMAGE_SIZE = 32
 IP_TOKENS = 4
+
+# Two shapes behind one builder: `tiny` for tests and offline demos, `full` with SD1.5's real sizes (CLIP-L
+# text encoder, ViT-H IP-Adapter encoder, ViT-B/32 retrieval CLIP) for speed and memory benchmarks on a GPU.
+_SMALL_TF = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
+SHAPES: dict[str, dict] = {
+    "tiny": {
+        "unet": {"block_out_channels": (32, 32, 64, 64), "cross_attention_dim": 32, "sample_size": 8},
+        "vae": {"block_out_channels": (16, 32, 32, 32), "layers_per_block": 1, "norm_num_groups": 8,
+                "sample_size": 64},
+        "text": {**_SMALL_TF, "vocab_size": 0},
+        "image_encoder": {**_SMALL_TF, "image_size": 32, "patch_size": 4, "projection_dim": 32},
+        "clip_text": {**_SMALL_TF, "vocab_size": 0},
+        "clip_vision": {**_SMALL_TF, "image_size": 32, "patch_size": 4},
+        "clip_projection": 32,
+    },
+    "full": {
+        "unet": {"block_out_channels": (320, 640, 1280, 1280), "cross_attention_dim": 768, "sample_size": 64},
+        "vae": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32,
+                "sample_size": 512},
+        "text": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                 "num_attention_heads": 12, "vocab_size": 49408},
+        "image_encoder": {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+                          "num_attention_heads": 16, "image_size": 224, "patch_size": 14, "projection_dim": 1024},
+        "clip_text": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
+                      "num_attention_heads": 8, "vocab_size": 49408},
+        "clip_vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                        "num_attention_heads": 12, "image_size": 224, "patch_size": 32},
+        "clip_projection": 512,
+    },
+}
 
 # Folder names mirror the hub repos the sd15 preset uses.
 BASE_DIR = "stable-diffusion-v1-5"
@@ -46,16 +74,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SDRAG_CACHE") or Path.home() / ".cache" / "sdrag").expanduser()
 
 
-def tiny_root(root: str | os.PathLike | None = None) -> Path:
-    """Return the folder of the tiny preset, building it on first use."""
-    target = Path(root) if root is not None else cache_dir() / f"tiny-v{TINY_VERSION}"
+def tiny_root(root: str | os.PathLike | None = None, shapes: str = "tiny") -> Path:
+    """Return the folder of random-weight components of `shapes`, building it on first use."""
+    name = f"tiny-v{TINY_VERSION}" if shapes == "tiny" else f"random-{shapes}-v{TINY_VERSION}"
+    target = Path(root) if root is not None else cache_dir() / name
     if not (target / "COMPLETE").is_file():
-        build_tiny(target)
+        build_tiny(target, shapes)
     return target
 
 
-def build_tiny(target: str | os.PathLike) -> Path:
-    """Write every tiny component under `target` (atomically: a half-built folder is never visible)."""
+def build_tiny(target: str | os.PathLike, shapes: str = "tiny") -> Path:
+    """Write every component under `target` (atomically: a half-built folder is never visible)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=target.parent))
@@ -63,8 +92,9 @@ def build_tiny(target: str | os.PathLike) -> Path:
 
     try:
         with quiet_loading():
-            _build_into(work)
-        (work / "COMPLETE").write_text(json.dumps({"version": TINY_VERSION, "seed": SEED}) + "\n")
+            _build_into(work, SHAPES[shapes])
+        stamp = {"version": TINY_VERSION, "seed": SEED, "shapes": shapes}
+        (work / "COMPLETE").write_text(json.dumps(stamp) + "\n")
         if target.exists():
             # Another process finished first; its build is identical, keep it.
             if (target / "COMPLETE").is_file():
@@ -77,7 +107,7 @@ def build_tiny(target: str | os.PathLike) -> Path:
     return target
 
 
-def _build_into(root: Path) -> None:
+def _build_into(root: Path, shape: dict) -> None:
     from diffusers import (
         AutoencoderKL,
         ControlNetModel,
@@ -98,31 +128,31 @@ def _build_into(root: Path) -> None:
     tok_dir = root / "_tokenizer"
     write_tokenizer_files(tok_dir)
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    text_cfg = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=CROSS_DIM, intermediate_size=37, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77, projection_dim=CROSS_DIM,
-        bos_token_id=bos, eos_token_id=eos, pad_token_id=eos,
-    )
-    vision_cfg = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        image_size=CLIP_IMAGE_SIZE, patch_size=4, projection_dim=CROSS_DIM,
-    )
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.eos_token_id, "max_position_embeddings": 77}
+
+    def text_config(cfg: dict, projection_dim: int) -> CLIPTextConfig:
+        # A full-size vocabulary keeps the embedding table real-sized; extra rows are never indexed.
+        cfg = {**cfg, "vocab_size": max(cfg["vocab_size"], len(tokenizer))}
+        return CLIPTextConfig(**cfg, **ids, projection_dim=projection_dim)
+
+    text_cfg = text_config(shape["text"], shape["unet"]["cross_attention_dim"])
+    encoder_cfg = CLIPVisionConfig(**shape["image_encoder"])
+    cross_dim = shape["unet"]["cross_attention_dim"]
 
     torch.manual_seed(SEED)
     # SD1.5's block structure (3 cross-attention down blocks, 2 layers each; 3 cross-attention up blocks
     # after a plain one) so IP-Adapter block maps mean the same thing on tiny as on the real model.
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 32, 64, 64), layers_per_block=2,
+        **shape["unet"], in_channels=4, out_channels=4, layers_per_block=2,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=CROSS_DIM, attention_head_dim=8, norm_num_groups=32,
+        attention_head_dim=8, norm_num_groups=32,
     )
     torch.manual_seed(SEED + 1)
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 32, 32),
+        **shape["vae"], in_channels=3, out_channels=3, latent_channels=4,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1, norm_num_groups=8, sample_size=64,
     )
     torch.manual_seed(SEED + 2)
     text_encoder = CLIPTextModel(text_cfg)
@@ -144,16 +174,20 @@ def _build_into(root: Path) -> None:
     controlnet.save_pretrained(root / CONTROLNET_DIR, safe_serialization=True)
 
     torch.manual_seed(SEED + 4)
-    image_encoder = CLIPVisionModelWithProjection(vision_cfg)
+    image_encoder = CLIPVisionModelWithProjection(encoder_cfg)
     image_encoder.save_pretrained(root / IP_ADAPTER_DIR / "models" / "image_encoder", safe_serialization=True)
-    _write_ip_adapter(unet, root / IP_ADAPTER_DIR / "models" / IP_ADAPTER_WEIGHT, vision_cfg.projection_dim)
+    _write_ip_adapter(unet, root / IP_ADAPTER_DIR / "models" / IP_ADAPTER_WEIGHT, encoder_cfg.projection_dim,
+                      cross_dim)
 
     torch.manual_seed(SEED + 5)
-    clip = CLIPModel(CLIPConfig(text_config=text_cfg.to_dict(), vision_config=vision_cfg.to_dict(),
-                                projection_dim=CROSS_DIM))
+    proj = shape["clip_projection"]
+    clip_text = text_config(shape["clip_text"], proj)
+    clip_vision = CLIPVisionConfig(**shape["clip_vision"], projection_dim=proj)
+    clip = CLIPModel(CLIPConfig(text_config=clip_text.to_dict(), vision_config=clip_vision.to_dict(),
+                                projection_dim=proj))
     clip.save_pretrained(root / CLIP_DIR, safe_serialization=True)
     tokenizer.save_pretrained(root / CLIP_DIR)
-    _write_image_processor(root / CLIP_DIR)
+    _write_image_processor(root / CLIP_DIR, clip_vision.image_size)
     shutil.rmtree(tok_dir)
 
 
@@ -165,37 +199,37 @@ def _randomize_zero_convs(controlnet: torch.nn.Module) -> None:
         torch.nn.init.normal_(conv.bias, std=0.05)
 
 
-def _write_ip_adapter(unet: torch.nn.Module, path: Path, encoder_dim: int) -> None:
+def _write_ip_adapter(unet: torch.nn.Module, path: Path, encoder_dim: int, cross_dim: int) -> None:
     from safetensors.torch import save_file
 
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(*shape) / shape[-1] ** 0.5
 
     tensors = {
-        "image_proj.proj.weight": randn(IP_TOKENS * CROSS_DIM, encoder_dim),
-        "image_proj.proj.bias": torch.zeros(IP_TOKENS * CROSS_DIM),
-        "image_proj.norm.weight": torch.ones(CROSS_DIM),
-        "image_proj.norm.bias": torch.zeros(CROSS_DIM),
+        "image_proj.proj.weight": randn(IP_TOKENS * cross_dim, encoder_dim),
+        "image_proj.proj.bias": torch.zeros(IP_TOKENS * cross_dim),
+        "image_proj.norm.weight": torch.ones(cross_dim),
+        "image_proj.norm.bias": torch.zeros(cross_dim),
     }
     # diffusers numbers IP layers 1, 3, 5, ... over the cross-attention processors in this order.
     cross = [n for n in unet.attn_processors if n.endswith("attn2.processor")]
     for i, name in enumerate(cross):
         hidden = unet.get_submodule(name.rsplit(".", 1)[0]).to_k.out_features
         k = 2 * i + 1
-        tensors[f"ip_adapter.{k}.to_k_ip.weight"] = randn(hidden, CROSS_DIM) * 3
-        tensors[f"ip_adapter.{k}.to_v_ip.weight"] = randn(hidden, CROSS_DIM) * 3
+        tensors[f"ip_adapter.{k}.to_k_ip.weight"] = randn(hidden, cross_dim) * 3
+        tensors[f"ip_adapter.{k}.to_v_ip.weight"] = randn(hidden, cross_dim) * 3
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
 
 
-def _write_image_processor(folder: Path) -> None:
+def _write_image_processor(folder: Path, size: int) -> None:
     # Written by hand: without torchvision, transformers would record a Pil-only class name here.
     cfg = {
-        "crop_size": {"height": CLIP_IMAGE_SIZE, "width": CLIP_IMAGE_SIZE},
+        "crop_size": {"height": size, "width": size},
         "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True, "do_rescale": True,
         "do_resize": True, "image_mean": [0.48145466, 0.4578275, 0.40821073],
         "image_processor_type": "CLIPImageProcessor", "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "resample": 3, "rescale_factor": 1 / 255, "size": {"shortest_edge": CLIP_IMAGE_SIZE},
+        "resample": 3, "rescale_factor": 1 / 255, "size": {"shortest_edge": size},
     }
     (folder / "preprocessor_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -145,8 +146,9 @@ class Workbench:
     @property
     def embedder_name(self) -> str:
         """Which embedder built this workbench's vectors (tiny weights are versioned, not located)."""
-        return f"tiny-v{TINY_VERSION}" if self.spec.preset == "tiny" and "clip" not in self._overridden() \
-            else self.spec.clip
+        if self.spec.preset in ("tiny", "sd15-random") and "clip" not in self._overridden():
+            return f"{self.spec.preset}-v{TINY_VERSION}"
+        return self.spec.clip
 
     def _overridden(self) -> set[str]:
         base = get_spec(self.spec.preset)
@@ -190,11 +192,12 @@ class Workbench:
         return styles, [(s, w / total) for s, (_, w) in zip(styles, chosen)]
 
     def run(self, sketch: ImageLike, prompt: str = "", *, params: Params | None = None,
-            progress: Progress | None = None, **kwargs: Any) -> Result:
+            progress: Progress | bool | None = None, **kwargs: Any) -> Result:
         """Run the chain: retrieve a style for `prompt`, Canny the `sketch`, generate.
 
         Keyword arguments are Params fields (steps, guidance, controlnet_scale, ip_adapter_scale, canny,
-        seed, size, style, top_k, ...); `params` gives a whole Params object to start from.
+        seed, size, style, top_k, ...); `params` gives a whole Params object to start from. `progress` is
+        a callable(step, total) (return False to stop) or True for a tqdm bar.
         """
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
@@ -216,7 +219,8 @@ class Workbench:
         style = gen.style_embeds([s.image() for s, _ in refs], [w for _, w in refs])
         timings["style_embed"] = time.perf_counter() - t
         t = time.perf_counter()
-        images = gen.generate(edges, p, style=style, progress=progress)
+        with _progress_bar(progress, p.steps) as callback:
+            images = gen.generate(edges, p, style=style, progress=callback)
         timings["generate"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         record = p.to_dict()
@@ -224,6 +228,18 @@ class Workbench:
         record["ip_adapter_layers"] = layer_scales(p.ip_adapter_scale)
         return Result(images=images, edges=edges, sketch=fitted, hits=hits, references=refs, params=record,
                       timings=timings, info=gen.info())
+
+
+@contextlib.contextmanager
+def _progress_bar(progress: Progress | bool | None, steps: int):
+    """Yield the per-step callback: the caller's own, a tqdm bar for True, or None."""
+    if progress is not True:
+        yield progress or None
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=steps, desc="generating", unit="step") as bar:
+        yield lambda step, total: bar.update(step - bar.n)
 
 
 def blend_weights(scores: Sequence[float]) -> list[float]:

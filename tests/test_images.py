@@ -77,3 +77,14 @@ def test_fit_pad_keeps_everything_and_crop_fills():
     assert padded.getpixel((32, 2)) == (255, 255, 255) and padded.getpixel((32, 32)) == (0, 0, 0)
     cropped = fit_image(wide, (64, 64), "crop")
     assert cropped.size == (64, 64) and cropped.getpixel((32, 2)) == (0, 0, 0)
+
+
+def test_cmyk_and_animated_first_frame():
+    buf = io.BytesIO()
+    Image.new("CMYK", (6, 4), (0, 255, 255, 0)).save(buf, format="JPEG")
+    red = load_image(buf.getvalue())
+    assert red.mode == "RGB" and red.getpixel((2, 2))[0] > 200 and red.getpixel((2, 2))[1] < 60
+    frames = [Image.new("RGB", (5, 5), c) for c in ("white", "black")]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    assert load_image(gif.getvalue()).getpixel((2, 2)) == (255, 255, 255)

@@ -1,8 +1,8 @@
 """The set-up promises: two-command Makefile, CI calling it, mirrored dependency lists, starter styles."""
 
 import re
-import tomllib
 
+import tomllib
 import yaml
 from conftest import REPO, STYLES
 

@@ -104,3 +104,9 @@ def test_save_writes_complete_files_atomically(wb, sketch, tmp_path):
     assert not list((tmp_path / "out").glob(".*tmp"))
     with pytest.raises(ParameterError):
         res.save(tmp_path / "out", name="../escape")
+
+
+def test_progress_true_shows_a_bar(wb, sketch, capsys):
+    wb.run(sketch, "a neon city", progress=True, **{**FAST, "steps": 3})
+    err = capsys.readouterr().err
+    assert "generating" in err and "3/3" in err
