@@ -7,9 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .errors import WeightsUnavailableError
 from .images import ImageLike, load_image
-from .presets import checked_tokenizer, quiet_loading
+from .presets import checked_tokenizer, load_errors, load_failure, quiet_loading
 
 
 class ClipEmbedder:
@@ -27,8 +26,8 @@ class ClipEmbedder:
                 self.model = CLIPModel.from_pretrained(source, dtype=dtype, **kw).to(device).eval()
                 self.tokenizer = CLIPTokenizer.from_pretrained(source, **tok_kw)
                 self.processor = CLIPImageProcessor.from_pretrained(source, **tok_kw)
-        except OSError as exc:
-            raise WeightsUnavailableError(f"Could not load CLIP from {source}: {exc}") from None
+        except load_errors() as exc:
+            raise load_failure("the retrieval CLIP", source, exc, kw.get("use_safetensors") is None) from None
         checked_tokenizer(self.tokenizer, source)
         self.source = source
         self.device = device

@@ -10,7 +10,7 @@ from PIL import Image
 
 from .errors import GenerationCancelled, ParameterError, SdragError, WeightsUnavailableError
 from .params import SD15_LAYOUT, Params, layer_scales
-from .presets import ModelSpec, checked_tokenizer, load_kwargs, quiet_loading
+from .presets import ModelSpec, checked_tokenizer, load_errors, load_failure, load_kwargs, quiet_loading
 
 Progress = Callable[[int, int], "bool | None"]
 
@@ -74,12 +74,15 @@ class Generator:
         device, dtype = self.device, self.dtype
         try:
             controlnet = ControlNetModel.from_pretrained(spec.controlnet, dtype=dtype, **kw)
+        except load_errors() as exc:
+            raise load_failure("the ControlNet", spec.controlnet, exc, spec.allow_pickle) from None
+        try:
             pipe = StableDiffusionControlNetPipeline.from_pretrained(
                 spec.base, controlnet=controlnet, safety_checker=None, requires_safety_checker=False,
                 dtype=dtype, **kw,
             )
-        except (OSError, ValueError) as exc:
-            raise WeightsUnavailableError(f"Could not load SD1.5/ControlNet weights: {exc}") from None
+        except load_errors() as exc:
+            raise load_failure("Stable Diffusion 1.5", spec.base, exc, spec.allow_pickle) from None
         checked_tokenizer(pipe.tokenizer, spec.base)
         _check_layout(pipe.unet)
         pipe.set_progress_bar_config(disable=True)
@@ -91,8 +94,8 @@ class Generator:
                 spec.ip_adapter, subfolder=spec.ip_adapter_subfolder, weight_name=spec.ip_adapter_weight,
                 image_encoder_folder=spec.image_encoder_folder, local_files_only=kw["local_files_only"],
             )
-        except (OSError, ValueError, KeyError) as exc:
-            raise WeightsUnavailableError(f"Could not load IP-Adapter from {spec.ip_adapter}: {exc}") from None
+        except (*load_errors(), KeyError) as exc:
+            raise load_failure("IP-Adapter", spec.ip_adapter, exc, spec.allow_pickle) from None
         return pipe
 
     # -- set-up checks ----------------------------------------------------------------------------------

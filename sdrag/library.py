@@ -76,7 +76,7 @@ class IngestReport:
 class StyleLibrary:
     """Style reference images in a persistent ChromaDB collection, searchable by text or image."""
 
-    def __init__(self, path: str | Path, embedder: Callable[[], Any], embedder_name: str, dim: int | None = None):
+    def __init__(self, path: str | Path, embedder: Callable[[], Any], embedder_name: str):
         """Open (or create) the library folder. `embedder` is called lazily to get a ClipEmbedder."""
         import chromadb
         from chromadb.config import Settings

@@ -181,6 +181,28 @@ def checked_tokenizer(tokenizer, source: str):
     return tokenizer
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def load_errors() -> tuple[type[BaseException], ...]:
+    """Exception types a from_pretrained call raises for missing, damaged or refused weights."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    return OSError, ValueError, EntryNotFoundError
+
+
+def load_failure(part: str, source: str, exc: BaseException, allow_pickle: bool) -> WeightsUnavailableError:
+    """Build the one clear error for a component that failed to load."""
+    fix = "re-download it, or point the override at a complete folder in hub layout"
+    folder = Path(source).expanduser()
+    if not allow_pickle and folder.is_dir() and any(
+        p.suffix in PICKLE_SUFFIXES for p in folder.rglob("*") if p.is_file()
+    ):
+        fix = ("it holds pickled weights only, which can run code when loaded; convert them to safetensors, or"
+               " opt in with allow_pickle=True if you trust the source")
+    return WeightsUnavailableError(f"Could not load {part} from {source}: {exc}\nFix: {fix}.")
+
+
 def load_kwargs(spec: ModelSpec, local_only: bool) -> dict:
     """Keyword arguments every from_pretrained call of this spec shares."""
     # None lets diffusers fall back to pickled .bin files; False/True would refuse them.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import time
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from PIL import Image
 
 from .canny import edges_of
 from .errors import ParameterError
-from .files import atomic_save_image, atomic_write_json, safe_name
+from .files import atomic_save_image, atomic_write_bytes, atomic_write_json, safe_name
 from .generate import Generator, MemoryOptions, Progress
 from .images import ImageLike, fit_image, load_image
 from .library import Style, StyleLibrary
@@ -94,12 +95,10 @@ class Result:
         for i, img in enumerate(self.images[1:], start=1):
             paths[f"image_{i}"] = atomic_save_image(img, folder / f"{stem}_{i}.png")
         fig = self.panel()
-        import io
-
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
         plt.close(fig)
-        paths["panel"] = atomic_save_image(Image.open(buf), folder / f"{stem}_panel.png")
+        paths["panel"] = atomic_write_bytes(folder / f"{stem}_panel.png", buf.getvalue())
         paths["record"] = atomic_write_json(folder / f"{stem}.json", self.to_dict())
         return paths
 

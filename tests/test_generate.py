@@ -141,3 +141,31 @@ def test_pickled_ip_adapter_refused_by_default(wb):
     spec = sdrag.get_spec("tiny", ip_adapter_weight="ip-adapter_sd15.bin")
     with pytest.raises(sdrag.WeightsUnavailableError, match="allow_pickle"):
         Generator(spec, wb.device, wb.dtype, True)
+
+
+def _controlnet_copy(wb, tmp_path, name):
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(wb.spec.controlnet, folder)
+    return folder, folder / "diffusion_pytorch_model.safetensors"
+
+
+def test_damaged_weights_give_one_clear_error(wb, tmp_path):
+    folder, weights = _controlnet_copy(wb, tmp_path, "damaged")
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(sdrag.WeightsUnavailableError, match="Could not load the ControlNet") as err:
+        Generator(sdrag.get_spec("tiny", controlnet=str(folder)), wb.device, wb.dtype, True)
+    assert "Fix:" in str(err.value)
+
+
+def test_pickled_only_weights_need_the_opt_in(wb, tmp_path):
+    from safetensors.torch import load_file
+
+    folder, weights = _controlnet_copy(wb, tmp_path, "pickled")
+    torch.save(load_file(weights), folder / "diffusion_pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(sdrag.WeightsUnavailableError, match="allow_pickle=True"):
+        Generator(sdrag.get_spec("tiny", controlnet=str(folder)), wb.device, wb.dtype, True)
+    gen = Generator(sdrag.get_spec("tiny", controlnet=str(folder), allow_pickle=True), wb.device, wb.dtype, True)
+    assert len(gen.ip_processors()) == 16
