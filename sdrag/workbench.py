@@ -44,6 +44,15 @@ class Result:
         """The first generated image."""
         return self.images[0]
 
+    def __repr__(self) -> str:
+        style = self.style
+        picked = repr(style.name if style else None)
+        if style is not None and style.score is not None:
+            picked += f" ({style.score:.3f})"
+        w, h = self.image.size
+        return (f"Result({len(self.images)} image(s) {w}x{h}, seed {self.seed}, style {picked}, "
+                f"{self.timings.get('total', 0):.2f}s)")
+
     @property
     def seed(self) -> int:
         """The seed of the first image."""
@@ -118,6 +127,11 @@ class Workbench:
         self._embedder = None
         self._library: StyleLibrary | None = None
         self._generator: Generator | None = None
+
+    def __repr__(self) -> str:
+        loaded = "loaded" if self._generator is not None else "not loaded yet"
+        return (f"Workbench(preset={self.spec.preset!r}, device={self.device.type}, "
+                f"dtype={str(self.dtype).split('.')[-1]}, library={str(self.library_dir)!r}, models {loaded})")
 
     @classmethod
     def from_preset(cls, preset: str = "tiny", library_dir: str | Path | None = None, *, device: str | None = None,

@@ -110,3 +110,9 @@ def test_progress_true_shows_a_bar(wb, sketch, capsys):
     wb.run(sketch, "a neon city", progress=True, **{**FAST, "steps": 3})
     err = capsys.readouterr().err
     assert "generating" in err and "3/3" in err
+
+
+def test_reprs_are_short_and_informative(wb, sketch):
+    assert "preset='tiny'" in repr(wb) and "models loaded" in repr(wb)
+    text = repr(wb.run(sketch, "a neon city", **FAST))
+    assert text.startswith("Result(1 image(s) 64x64, seed 0") and len(text) < 200
