@@ -45,11 +45,14 @@ class ModelSpec:
     def sources(self) -> dict[str, tuple[str, list[str]]]:
         """Map each component to (repo id or folder, files that must exist there)."""
         sub = self.ip_adapter_subfolder
+        encoder = f"{sub}/{self.image_encoder_folder}"
         return {
             "base": (self.base, ["model_index.json", "unet/config.json"]),
             "controlnet": (self.controlnet, ["config.json"]),
-            "ip_adapter": (self.ip_adapter, [f"{sub}/{self.ip_adapter_weight}",
-                                             f"{sub}/{self.image_encoder_folder}/config.json"]),
+            # diffusers loads the image encoder without use_safetensors, so its safetensors file is required
+            # here: otherwise a pickled pytorch_model.bin beside the config would be loaded silently.
+            "ip_adapter": (self.ip_adapter, [f"{sub}/{self.ip_adapter_weight}", f"{encoder}/config.json"]
+                           + ([] if self.allow_pickle else [f"{encoder}/model.safetensors"])),
             "clip": (self.clip, ["config.json"]),
         }
 
@@ -155,7 +158,8 @@ def check_available(spec: ModelSpec) -> bool:
     if missing:
         raise WeightsUnavailableError(
             "Model files are missing from local folders:\n  " + "\n  ".join(missing)
-            + "\nFix: point the override at a complete folder in hub layout, or use preset='tiny'."
+            + "\nFix: point the override at a complete folder in hub layout (safetensors weights; pickled ones"
+            " need allow_pickle=True), or use preset='tiny'."
         )
     if not remote:
         return True

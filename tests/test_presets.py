@@ -110,3 +110,20 @@ def test_device_and_dtype_choice():
         assert pick_device(None).type == "cpu"
         with pytest.raises(ParameterError, match="no CUDA"):
             pick_device("cuda")
+
+
+def test_a_pickled_ip_adapter_image_encoder_is_not_loaded_silently(tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from sdrag.tiny import tiny_root
+
+    ip = tmp_path / "IP-Adapter"
+    shutil.copytree(tiny_root() / "IP-Adapter", ip)
+    encoder = ip / "models" / "image_encoder"
+    torch.save(load_file(encoder / "model.safetensors"), encoder / "pytorch_model.bin")
+    (encoder / "model.safetensors").unlink()
+    with pytest.raises(WeightsUnavailableError, match="model.safetensors"):
+        check_available(get_spec("tiny", ip_adapter=str(ip)))
+    assert check_available(get_spec("tiny", ip_adapter=str(ip), allow_pickle=True)) is True
