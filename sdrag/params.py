@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .errors import ParameterError
@@ -53,17 +53,16 @@ class Params:
     style: Any = None
     top_k: int = 1
     tags: list[str] | None = None
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def names(cls) -> list[str]:
         """Return the parameter names (what `Workbench.run` and sweep axes accept)."""
-        return [f.name for f in fields(cls) if f.name != "extra"]
+        return [f.name for f in fields(cls)]
 
     @classmethod
     def from_dict(cls, data: dict) -> Params:
         """Build Params from a dict, refusing unknown keys with the list of known ones."""
-        unknown = sorted(set(data) - set(cls.names()) - {"extra"})
+        unknown = sorted(set(data) - set(cls.names()))
         if unknown:
             raise ParameterError(f"Unknown parameter(s) {unknown}. Known: {', '.join(cls.names())}.")
         return cls(**data)

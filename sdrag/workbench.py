@@ -236,11 +236,11 @@ class Workbench:
             images = gen.generate(edges, p, style=style, progress=callback)
         timings["generate"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
-        record = p.to_dict()
-        record["style"] = [[s.id, w] for s, w in refs]
-        record["ip_adapter_layers"] = layer_scales(p.ip_adapter_scale)
+        # The recorded style is what was used, so Params.from_dict(res.params) reproduces the image.
+        record = p.update(style=[(s.id, w) for s, w in refs]).to_dict()
+        info = {**gen.info(), "retrieved": p.style is None, "ip_adapter_layers": layer_scales(p.ip_adapter_scale)}
         return Result(images=images, edges=edges, sketch=fitted, hits=hits, references=refs, params=record,
-                      timings=timings, info=gen.info())
+                      timings=timings, info=info)
 
 
 @contextlib.contextmanager

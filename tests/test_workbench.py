@@ -18,7 +18,7 @@ def test_run_returns_the_documented_result(wb, sketch):
     assert -1 <= res.hits[0].score <= 1 and res.style.id == res.hits[0].id
     assert res.seed == 0 and res.params["seed"] == 0 and res.params["prompt"] == "a neon city"
     assert res.params["style"] == [[res.hits[0].id, 1.0]]
-    assert len(res.params["ip_adapter_layers"]) == 16
+    assert len(res.info["ip_adapter_layers"]) == 16 and res.info["retrieved"] is True
     json.dumps(res.params)
     json.dumps(res.to_dict())
     assert {"retrieve", "canny", "style_embed", "generate", "total"} <= set(res.timings)
@@ -88,8 +88,7 @@ def test_params_object_flows_in_and_out(wb, sketch):
     p = sdrag.Params(prompt="a neon city", canny=(40, 120), **FAST)
     res = wb.run(sketch, params=p, seed=5)
     assert res.params["canny"] == [40, 120] and res.params["seed"] == 5
-    again = wb.run(sketch, params=sdrag.Params.from_dict({k: v for k, v in res.params.items()
-                                                          if k in sdrag.Params.names()}))
+    again = wb.run(sketch, params=sdrag.Params.from_dict(res.params))
     assert np.array_equal(np.asarray(again.image), np.asarray(res.image))
 
 
