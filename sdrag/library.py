@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .errors import LibraryError, SdragError, StyleNotFoundError
+from .errors import InputError, LibraryError, SdragError, StyleNotFoundError
 from .images import load_image
 
 COLLECTION = "sdrag_styles"
@@ -38,7 +38,13 @@ class Style:
 
     def image(self) -> Image.Image:
         """Load the reference image."""
-        return load_image(self.path)
+        try:
+            return load_image(self.path)
+        except InputError as exc:
+            raise LibraryError(
+                f"Style {self.name!r} [{self.id}] cannot be read from {self.path} ({exc}). Fix: re-ingest its"
+                " folder from where it lives now, or remove the style."
+            ) from None
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dict."""

@@ -140,3 +140,12 @@ def test_add_one_image(tmp_path, wb):
     Image.fromarray(np.tile(np.arange(64, dtype=np.uint8), (64, 1))).save(img)
     style = library.add(img, name="gradient", caption="grey ramp", tags=["Mono"])
     assert style.name == "gradient" and style.tags == ["mono"] and len(library) == 1
+
+
+def test_a_moved_style_file_is_reported_with_the_fix(lib):
+    library, folder = lib
+    library.ingest(folder)
+    style = library.get("Coffee cup")
+    (folder / "coffee.jpg").rename(folder / "moved.jpg")
+    with pytest.raises(LibraryError, match="re-ingest"):
+        style.image()
