@@ -11,7 +11,6 @@ STAMP := $(VENV)/.sdrag-installed
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install "$(TORCH_SPEC)"

@@ -186,6 +186,17 @@ class Workbench:
         _ = self.generator, self.embedder
         return self
 
+    def unload(self) -> None:
+        """Drop the loaded models (they reload on next use) and return their GPU memory."""
+        import gc
+
+        import torch
+
+        self._generator = self._embedder = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     # -- the chain ----------------------------------------------------------------------------------------
 
     def resolve_style(self, prompt: str, p: Params) -> tuple[list[Style], list[tuple[Style, float]]]:

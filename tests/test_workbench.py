@@ -115,3 +115,14 @@ def test_reprs_are_short_and_informative(wb, sketch):
     assert "preset='tiny'" in repr(wb) and "models loaded" in repr(wb)
     text = repr(wb.run(sketch, "a neon city", **FAST))
     assert text.startswith("Result(1 image(s) 64x64, seed 0") and len(text) < 200
+
+
+def test_unload_then_run_reloads(tmp_path, sketch):
+    bench = sdrag.Workbench.from_preset("tiny", library_dir=tmp_path / "lib")
+    bench.library.add(sdrag.SAMPLE_SKETCH, name="house")
+    first = bench.run(sketch, "x", style="house", **FAST)
+    bench.unload()
+    assert "not loaded yet" in repr(bench)
+    again = bench.run(sketch, "x", style="house", **FAST)
+    assert "load" in again.timings
+    assert np.array_equal(np.asarray(first.image), np.asarray(again.image))
