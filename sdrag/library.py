@@ -137,7 +137,8 @@ class StyleLibrary:
         existing = self._all_metadata()
         by_path = {meta["path"]: sid for sid, meta in existing.items()}
         seen: dict[str, str] = {}
-        todo: list[tuple[str, dict, Image.Image, str]] = []
+        current: dict[str, str] = {}  # path -> id of the bytes there now
+        todo: list[tuple[str, dict, Path]] = []
         for file, info in entries.items():
             item = IngestItem(path=str(file), name=info["name"])
             try:
@@ -154,6 +155,7 @@ class StyleLibrary:
                 report.skipped.append(item)
                 continue
             seen[sid] = str(file)
+            current[str(file)] = sid
             meta = _metadata(info, file, sha, image)
             if sid in existing:
                 if existing[sid] == meta:
@@ -164,8 +166,9 @@ class StyleLibrary:
                     item.reason = "metadata changed"
                     report.updated.append(item)
                 continue
+            # Images are decoded again at embedding time, so a big folder is never held in memory at once.
+            todo.append((sid, meta, file))
             old = by_path.get(str(file))
-            todo.append((sid, meta, image, old))
             if old is not None:
                 item.reason = f"file changed (replaces {old})"
                 report.updated.append(item)
@@ -176,13 +179,15 @@ class StyleLibrary:
         bar = tqdm(total=len(todo), desc="embedding styles", unit="img", disable=not (progress and todo))
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            vectors = self.embedder.embed_images([image for _, _, image, _ in chunk])
-            self._write([sid for sid, *_ in chunk], vectors, [meta for _, meta, _, _ in chunk])
-            stale = [old for *_, old in chunk if old is not None]
-            if stale:
-                self._col.delete(ids=stale)
+            vectors = self.embedder.embed_images([file for *_, file in chunk])
+            self._write([sid for sid, *_ in chunk], vectors, [meta for _, meta, _ in chunk])
             bar.update(len(chunk))
         bar.close()
+        # Entries whose file now holds other bytes are dropped only after their replacements are stored, so
+        # a crash in between leaves a stale entry that the next ingest removes, never a missing one.
+        stale = [sid for sid, meta in existing.items() if current.get(meta["path"], sid) != sid]
+        if stale:
+            self._col.delete(ids=stale)
         return report
 
     def add(self, path: str | Path, name: str | None = None, caption: str = "", tags: Sequence[str] = (),

@@ -149,3 +149,22 @@ def test_a_moved_style_file_is_reported_with_the_fix(lib):
     (folder / "coffee.jpg").rename(folder / "moved.jpg")
     with pytest.raises(LibraryError, match="re-ingest"):
         style.image()
+
+
+def test_a_crash_between_write_and_delete_heals_on_the_next_ingest(lib, monkeypatch):
+    library, folder = lib
+    library.ingest(folder)
+    target = folder / "rocket.jpg"
+    Image.new("RGB", (30, 30), "purple").save(target)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-ingest")
+
+    monkeypatch.setattr(library._col, "delete", crash)
+    with pytest.raises(KeyboardInterrupt):
+        library.ingest(folder)
+    monkeypatch.undo()
+    assert sum(s.path == str(target) for s in library.list()) == 2  # old and new entry both present
+    report = library.ingest(folder)
+    assert not report.added
+    assert sum(s.path == str(target) for s in library.list()) == 1
