@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .cache import StageCache
 from .canny import edges_of
 from .errors import ParameterError
 from .files import atomic_save_image, atomic_write_bytes, atomic_write_json, safe_name
@@ -127,6 +128,8 @@ class Workbench:
         self._embedder = None
         self._library: StyleLibrary | None = None
         self._generator: Generator | None = None
+        # Interactive reruns and sweeps reuse edge maps and embeddings that did not change.
+        self.cache = StageCache()
 
     def __repr__(self) -> str:
         loaded = "loaded" if self._generator is not None else "not loaded yet"
@@ -193,6 +196,7 @@ class Workbench:
         import torch
 
         self._generator = self._embedder = None
+        self.cache.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -215,6 +219,22 @@ class Workbench:
         total = sum(w for _, w in chosen)
         return styles, [(s, w / total) for s, (_, w) in zip(styles, chosen)]
 
+    def edges(self, sketch: Image.Image, p: Params) -> tuple[Image.Image, Image.Image]:
+        """Return (fitted sketch, Canny edge map) for resolved params, cached per sketch and settings."""
+        key = (hashlib.sha256(sketch.tobytes()).hexdigest(), sketch.size, p.width_height, p.fit, p.canny)
+
+        def compute() -> tuple[Image.Image, Image.Image]:
+            fitted = fit_image(sketch, p.width_height, p.fit)
+            return fitted, edges_of(fitted, *p.canny)
+
+        return self.cache.get("canny", key, compute)
+
+    def style_embeds(self, refs: Sequence[tuple[Style, float]]):
+        """Return IP-Adapter embeddings for weighted style references, cached per (content, weight) set."""
+        key = tuple((s.id, s.sha256, round(w, 12)) for s, w in refs)
+        return self.cache.get("style", key,
+                              lambda: self.generator.style_embeds([s.image() for s, _ in refs], [w for _, w in refs]))
+
     def run(self, sketch: ImageLike, prompt: str = "", *, params: Params | None = None,
             progress: Progress | bool | None = None, **kwargs: Any) -> Result:
         """Run the chain: retrieve a style for `prompt`, Canny the `sketch`, generate.
@@ -235,16 +255,17 @@ class Workbench:
         hits, refs = self.resolve_style(p.prompt, p)
         timings["retrieve"] = time.perf_counter() - t
         t = time.perf_counter()
-        fitted = fit_image(image, p.width_height, p.fit)
-        edges = edges_of(fitted, *p.canny)
+        fitted, edges = self.edges(image, p)
         timings["canny"] = time.perf_counter() - t
         t = time.perf_counter()
         gen = self.generator
-        style = gen.style_embeds([s.image() for s, _ in refs], [w for _, w in refs])
-        timings["style_embed"] = time.perf_counter() - t
+        style = self.style_embeds(refs)
+        prompt_embeds = self.cache.get("prompt", (p.prompt, p.negative_prompt),
+                                       lambda: gen.encode_prompt(p.prompt, p.negative_prompt))
+        timings["embed"] = time.perf_counter() - t
         t = time.perf_counter()
         with _progress_bar(progress, p.steps) as callback:
-            images = gen.generate(edges, p, style=style, progress=callback)
+            images = gen.generate(edges, p, style=style, prompt_embeds=prompt_embeds, progress=callback)
         timings["generate"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         # The recorded style is what was used, so Params.from_dict(res.params) reproduces the image.

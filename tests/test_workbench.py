@@ -21,7 +21,7 @@ def test_run_returns_the_documented_result(wb, sketch):
     assert len(res.info["ip_adapter_layers"]) == 16 and res.info["retrieved"] is True
     json.dumps(res.params)
     json.dumps(res.to_dict())
-    assert {"retrieve", "canny", "style_embed", "generate", "total"} <= set(res.timings)
+    assert {"retrieve", "canny", "embed", "generate", "total"} <= set(res.timings)
     assert all(v >= 0 for v in res.timings.values())
     assert res.info["device"] == "cpu" and res.info["models"]["preset"] == "tiny"
 
@@ -126,3 +126,18 @@ def test_unload_then_run_reloads(tmp_path, sketch):
     again = bench.run(sketch, "x", style="house", **FAST)
     assert "load" in again.timings
     assert np.array_equal(np.asarray(first.image), np.asarray(again.image))
+
+
+def test_stage_cache_reuses_unchanged_stages_without_changing_pixels(tmp_path, sketch):
+    bench = sdrag.Workbench.from_preset("tiny", library_dir=tmp_path / "lib")
+    bench.library.add(sdrag.SAMPLE_SKETCH, name="house")
+    first = bench.run(sketch, "a neon city", style="house", **FAST)
+    bench.run(sketch, "a neon city", style="house", seed=1, **FAST)
+    bench.run(sketch, "a neon city", style="house", canny=(10, 20), **FAST)
+    stats = bench.cache.stats()
+    assert stats["prompt"] == {"hits": 2, "misses": 1}
+    assert stats["style"] == {"hits": 2, "misses": 1}
+    assert stats["canny"] == {"hits": 1, "misses": 2}
+    bench.cache.clear()
+    fresh = bench.run(sketch, "a neon city", style="house", **FAST)
+    assert np.array_equal(np.asarray(first.image), np.asarray(fresh.image))
