@@ -2,7 +2,8 @@
 
 Pipeline stages, one module each: presets (which weights) -> tiny (offline stand-ins) -> images (read
 and fit inputs) -> canny (edge map) -> embed (CLIP vectors) -> library (ChromaDB styles) -> params (one
-parameters object) -> generate (SD1.5 + ControlNet + IP-Adapter) -> workbench (the chain and its Result).
+parameters object) -> generate (SD1.5 + ControlNet + IP-Adapter) -> workbench (the chain and its Result)
+-> sweep (grids of runs, resumable) -> metrics -> report; cache, provenance and files serve them.
 """
 
 from .canny import canny_edges
@@ -19,6 +20,7 @@ from .images import SAMPLE_SKETCH, load_image
 from .library import IngestReport, Style, StyleLibrary
 from .params import IP_SCALE_PRESETS, Params
 from .presets import ModelSpec, get_spec
+from .sweep import SweepError, SweepFailed, SweepRun, load_spec, run_sweep
 from .workbench import Result, Workbench
 
 __version__ = "0.1.0"
@@ -26,5 +28,6 @@ __version__ = "0.1.0"
 __all__ = [
     "IP_SCALE_PRESETS", "SAMPLE_SKETCH", "GenerationCancelled", "IngestReport", "InputError", "LibraryError",
     "ModelSpec", "ParameterError", "Params", "Result", "SdragError", "Style", "StyleLibrary",
-    "StyleNotFoundError", "WeightsUnavailableError", "Workbench", "canny_edges", "get_spec", "load_image",
+    "StyleNotFoundError", "SweepError", "SweepFailed", "SweepRun", "WeightsUnavailableError", "Workbench",
+    "canny_edges", "get_spec", "load_image", "load_spec", "run_sweep",
 ]

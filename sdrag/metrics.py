@@ -57,13 +57,12 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1)
 
 
-def clip_scores(embedder, outputs: Sequence[ImageLike], references: Sequence[ImageLike],
-                prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Return (style similarity, prompt alignment) per output: CLIP image-image and text-image cosines."""
+def clip_metrics(embedder, outputs: Sequence[ImageLike], reference: np.ndarray,
+                 text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (style similarity, prompt alignment) per output: CLIP cosine of each output image with the
+    reference image vector and with the prompt's text vector."""
     out = embedder.embed_images(list(outputs))
-    style = cosine_rows(out, embedder.embed_images(list(references)))
-    text = cosine_rows(out, embedder.embed_text(list(prompts)))
-    return style, text
+    return cosine_rows(out, reference[None, :]), cosine_rows(out, text[None, :])
 
 
 def aggregate(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] = METRICS) -> pd.DataFrame:

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sdrag.metrics import aggregate, clip_scores, cosine_rows, edge_f1, structure_fidelity
+from sdrag.metrics import aggregate, clip_metrics, cosine_rows, edge_f1, structure_fidelity
 
 
 def edges(points):
@@ -54,7 +54,8 @@ def test_cosines_and_clip_scores(wb):
     a = np.array([[1.0, 0.0], [0.0, 2.0]])
     assert np.allclose(cosine_rows(a, a), 1.0) and cosine_rows(a[:1], a[1:])[0] == 0.0
     red, blue = Image.new("RGB", (32, 32), "red"), Image.new("RGB", (32, 32), "blue")
-    style, text = clip_scores(wb.embedder, [red, blue], [red, red], ["red", "red"])
+    reference = wb.embedder.embed_images([red])[0]
+    style, text = clip_metrics(wb.embedder, [red, blue], reference, wb.embedder.embed_text("red")[0])
     assert style[0] == pytest.approx(1.0, abs=1e-5) and style[1] < style[0]
     assert text.shape == (2,) and np.all(np.abs(text) <= 1)
 

@@ -1,0 +1,192 @@
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+import sdrag
+from sdrag import ParameterError
+from sdrag.sweep import SweepError, SweepFailed, load_spec, run_sweep, validate
+
+BASE = {"prompt": "a neon city", "steps": 2, "size": 64}
+
+
+def small_spec(**extra):
+    spec = {"name": "t", "base": dict(BASE), "axes": {"canny": [[50, 150], [100, 200]],
+                                                      "controlnet_scale": [0.5, 1.5], "seed": [0, 1]}}
+    spec.update(extra)
+    return spec
+
+
+def test_spec_forms_grid_zip_cells_and_ranges(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": BASE, "axes": {"controlnet_scale": {"linspace": [0.0, 1.0, 3]}, "seed": {"range": [0, 2, 1]}},
+        "zip": {"canny_low": [10, 50], "canny_high": [30, 150]}, "cells": [{"guidance": 5.0}, {"guidance": 9.0}],
+    }))
+    spec = load_spec(path)
+    assert spec.name == "s" and spec.axes["controlnet_scale"] == [0.0, 0.5, 1.0] and spec.axes["seed"] == [0, 1]
+    cells = spec.expand()
+    assert len(cells) == 3 * 2 * 2 * 2
+    params = validate(spec)
+    assert {tuple(p.canny) for p in params} == {(10, 30), (50, 150)}
+    assert {p.guidance for p in params} == {5.0, 9.0}
+
+
+def test_every_bad_value_is_reported_before_any_generation():
+    spec = load_spec({"base": BASE, "axes": {"canny": [[200, 100], [50, 150]], "controlnet_scale": [-1, 1.0],
+                                             "ip_adapter_scale": ["styel", {"up": {"block_0": 1.0}}, 0.5]}})
+    with pytest.raises(ParameterError) as err:
+        validate(spec)
+    text = str(err.value)
+    for needle in ("canny = [200, 100]", "controlnet_scale = -1", "'styel'", "block_0"):
+        assert needle in text, needle
+
+
+def test_structural_spec_errors_all_at_once():
+    with pytest.raises(SweepError) as err:
+        load_spec({"base": {"stepz": 1}, "axes": {"cfg": [1], "seed": {"linspace": [0, 1]}},
+                   "zip": {"seed": [1, 2], "guidance": [1]}, "colour": 1})
+    text = str(err.value)
+    for needle in ("stepz", "cfg", "linspace", "equal lengths", "colour"):
+        assert needle in text, needle
+
+
+def test_run_writes_table_images_manifest_and_report(wb, tmp_path):
+    run = sdrag.run_sweep(small_spec(), out_dir=tmp_path / "run", workbench=wb, progress=False)
+    table = run.table
+    assert len(table) == 8 and (table["status"] == "ok").all()
+    assert table["cell_id"].is_unique
+    for _, row in table.iterrows():
+        assert (run.out_dir / row["image"]).is_file()
+        assert 0 <= row["edge_f1"] <= 1 and -1 <= row["style_similarity"] <= 1
+    csv = __import__("pandas").read_csv(run.out_dir / "results.csv")
+    assert list(csv["cell_id"]) == list(table["cell_id"])
+    manifest = json.loads((run.out_dir / "manifest.json").read_text())
+    assert manifest["versions"]["torch"] and manifest["device"]["device"] == "cpu"
+    assert all(len(f["sha256"]) == 64 for files in manifest["weights"].values() for f in files)
+    assert manifest["weights"]["ip_adapter"] and manifest["library"]["styles"]
+    assert run.report_path.is_file() and list(run.out_dir.glob("grid_*.png"))
+
+
+def test_resume_and_extension_generate_only_missing_cells(wb, tmp_path, monkeypatch):
+    calls = []
+    original = wb.generator.generate
+
+    def counting(control, params, **kw):
+        calls.append(list(params.seeds))
+        return original(control, params, **kw)
+
+    monkeypatch.setattr(wb.generator, "generate", counting)
+    out = tmp_path / "run"
+    first = run_sweep(small_spec(batch=2), out_dir=out, workbench=wb, progress=False, report=False)
+    assert len(calls) == 4  # 4 combinations, both seeds in one batched call each
+    calls.clear()
+    again = run_sweep(small_spec(batch=2), out_dir=out, workbench=wb, progress=False, report=False)
+    assert calls == [] and again.table.equals(first.table)
+    extended = small_spec(batch=2)
+    extended["axes"]["controlnet_scale"] = [0.5, 1.5, 2.0]
+    more = run_sweep(extended, out_dir=out, workbench=wb, progress=False, report=False)
+    assert len(calls) == 2 and len(more.table) == 12  # only the 2 new combinations x 2 seeds
+    kept = more.table.set_index("cell_id").loc[first.table["cell_id"], "image_sha256"]
+    assert list(kept) == list(first.table["image_sha256"])
+
+
+def test_stage_caching_by_call_counts(tmp_path):
+    run = run_sweep(small_spec(), out_dir=tmp_path / "run", progress=False, report=False)
+    stats = run.cache_stats
+    assert stats["canny"]["misses"] == 2  # once per threshold pair
+    assert stats["prompt"]["misses"] == 1  # once per (prompt, negative prompt)
+    assert stats["style"]["misses"] == 1  # once per style reference
+
+
+def test_batched_equals_one_call_per_cell_within_one_grey_level(wb, tmp_path):
+    spec = {"base": dict(BASE, steps=3), "axes": {"seed": [0, 1, 2, 3]}}
+    batched = run_sweep({**spec, "batch": 4}, out_dir=tmp_path / "b", workbench=wb, progress=False, report=False)
+    single = run_sweep({**spec, "batch": 1}, out_dir=tmp_path / "s", workbench=wb, progress=False, report=False)
+    assert list(batched.table["cell_id"]) == list(single.table["cell_id"])
+    for (_, a), (_, b) in zip(batched.table.iterrows(), single.table.iterrows()):
+        x = np.asarray(Image.open(batched.out_dir / a["image"]), int)
+        y = np.asarray(Image.open(single.out_dir / b["image"]), int)
+        assert np.abs(x - y).max() <= 1 and np.abs(x - y).mean() < 0.01
+
+
+def test_failing_cells_are_recorded_and_the_sweep_goes_on(wb, tmp_path, monkeypatch):
+    original = wb.generator.generate
+
+    def flaky(control, params, **kw):
+        if 1 in params.seeds:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return original(control, params, **kw)
+
+    monkeypatch.setattr(wb.generator, "generate", flaky)
+    spec = small_spec(batch=1, base=dict(BASE, prompt="<script>alert(1)</script>"))
+    run = run_sweep(spec, out_dir=tmp_path / "run", workbench=wb, progress=False)
+    failed = run.failed
+    assert len(failed) == 4 and set(failed["seed"]) == {1}
+    assert failed["error"].str.contains("out of memory").all()
+    page = run.report_path.read_text()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert all(cid in page for cid in run.table["cell_id"])
+    monkeypatch.setattr(wb.generator, "generate", original)
+    healed = run_sweep(spec, out_dir=tmp_path / "run", workbench=wb, progress=False, report=False)
+    assert (healed.table["status"] == "ok").all()  # failed cells are retried on resume
+
+
+def test_a_sweep_whose_every_cell_fails_raises(wb, tmp_path, monkeypatch):
+    def broken(*args, **kw):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(wb.generator, "generate", broken)
+    with pytest.raises(SweepFailed, match="All 8 cells"):
+        run_sweep(small_spec(), out_dir=tmp_path / "run", workbench=wb, progress=False, report=False)
+    assert (tmp_path / "run" / "results.csv").is_file()
+
+
+def test_run_folder_of_another_preset_is_refused(wb, tmp_path):
+    out = tmp_path / "run"
+    run_sweep(small_spec(), out_dir=out, workbench=wb, progress=False, report=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["preset"] = "sd15"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SweepError, match="another out_dir"):
+        run_sweep(small_spec(), out_dir=out, workbench=wb, progress=False, report=False)
+
+
+KILLABLE = textwrap.dedent("""
+    from sdrag.sweep import run_sweep
+    spec = {"name": "k", "library": LIB, "base": {"prompt": "a neon city", "steps": 2, "size": 64}, "batch": 2,
+            "axes": {"controlnet_scale": [0.5, 1.0, 1.5], "seed": [0, 1, 2]}}
+    run_sweep(spec, out_dir=OUT, progress=False, report=False)
+""")
+
+
+def _rows(out):
+    return len(list((out / "rows").glob("*.json"))) if (out / "rows").is_dir() else 0
+
+
+def test_kill_9_at_several_moments_then_resume_is_identical(tmp_path):
+    reference, killed, lib = tmp_path / "reference", tmp_path / "killed", tmp_path / "lib"
+    code = KILLABLE.replace("LIB", repr(str(lib))).replace("OUT", repr(str(reference)))
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+    code = KILLABLE.replace("LIB", repr(str(lib))).replace("OUT", repr(str(killed)))
+    for kill_after in (1, 3, 6):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while _rows(killed) < kill_after and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+    import pandas as pd
+
+    a, b = pd.read_csv(reference / "results.csv"), pd.read_csv(killed / "results.csv")
+    assert len(b) == 9 and b["cell_id"].is_unique
+    assert list(a["cell_id"]) == list(b["cell_id"]) and list(a["image_sha256"]) == list(b["image_sha256"])
+    assert not list(killed.rglob("*.tmp"))
