@@ -175,6 +175,9 @@ def write_report(run) -> Path:
     fig = pareto(run)
     if fig is not None:
         parts.append("<h2>Style vs structure</h2>" + _img_tag(_png(fig), "pareto"))
+    summary = run.summary()
+    if len(summary):
+        parts.append("<h2>Mean and std over seeds</h2>" + summary.to_html(index=False, escape=True, na_rep=""))
     parts.append("<h2>Results</h2>" + table.to_html(index=False, escape=True, na_rep=""))
     parts.append("<h2>Provenance</h2><pre>" + html.escape(json.dumps(run.manifest, indent=2)) + "</pre>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>sdrag sweep</title><style>"
@@ -182,3 +185,53 @@ def write_report(run) -> Path:
             "td,th{border:1px solid #ccc;padding:2px 4px} img{max-width:100%}</style></head><body>"
             + "\n".join(parts) + "</body></html>")
     return atomic_write_bytes(out / "report.html", page.encode("utf-8"))
+
+
+def load_run(out_dir: str | Path):
+    """Open a finished sweep folder (results.csv + manifest.json) as a SweepRun."""
+    from .sweep import SweepError, SweepRun
+
+    out = Path(out_dir)
+    try:
+        table = pd.read_csv(out / "results.csv", keep_default_na=False, na_values=[""])
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SweepError(f"{out} is not a sweep folder ({exc}). Fix: pass a folder run_sweep wrote.") from None
+    report = out / "report.html"
+    return SweepRun(out_dir=out, table=table, manifest=manifest, report_path=report if report.is_file() else None)
+
+
+def compare_runs(run_dirs, out_path: str | Path | None = None) -> pd.DataFrame:
+    """Compare sweeps on the parameter combinations they share: metric means per run and deltas to the first.
+
+    With `out_path`, also write a self-contained HTML page with each run's grids side by side.
+    """
+    from .sweep import SweepError, varying_params
+
+    runs = [load_run(d) for d in run_dirs]
+    if len(runs) < 2:
+        raise SweepError("compare_runs needs two or more run folders.")
+    keys = sorted({c for r in runs for c in varying_params(r.table) if c != "seed"})
+    merged = None
+    for i, run in enumerate(runs):
+        ok = run.table[run.table["status"] == "ok"].copy()
+        for k in keys:
+            ok[k] = ok[k].astype(str) if k in ok else ""
+        means = ok.groupby(keys or ["prompt"], sort=False)[["edge_f1", "style_similarity", "prompt_alignment"]].mean()
+        means.columns = [f"{c}[{i}]" for c in means.columns]
+        merged = means if merged is None else merged.join(means, how="outer")
+    for metric in ("edge_f1", "style_similarity", "prompt_alignment"):
+        for i in range(1, len(runs)):
+            merged[f"{metric} delta[{i}-0]"] = merged[f"{metric}[{i}]"] - merged[f"{metric}[0]"]
+    merged = merged.reset_index()
+    if out_path is not None:
+        names = [html.escape(f"[{i}] {r.manifest['name']} ({r.out_dir})") for i, r in enumerate(runs)]
+        cols = []
+        for name, run in zip(names, runs):
+            grids = "".join(_img_tag(_png(img), title) for title, img in grid_pages(run)[:4])
+            cols.append(f"<td style='vertical-align:top'><h3>{name}</h3>{grids}</td>")
+        page = ("<!doctype html><html><head><meta charset='utf-8'><title>sdrag comparison</title></head><body>"
+                "<h1>Sweep comparison</h1><table><tr>" + "".join(cols) + "</tr></table><h2>Metrics</h2>"
+                + merged.to_html(index=False, escape=True, na_rep="") + "</body></html>")
+        atomic_write_bytes(Path(out_path), page.encode("utf-8"))
+    return merged

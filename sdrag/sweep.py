@@ -235,6 +235,19 @@ class SweepRun:
         """The rows of cells that failed."""
         return self.table[self.table["status"] != "ok"]
 
+    def summary(self) -> pd.DataFrame:
+        """Metric mean and std over seeds for each parameter combination (successful cells only)."""
+        from .metrics import aggregate
+
+        ok = self.table[self.table["status"] == "ok"]
+        by = [c for c in varying_params(self.table) if c != "seed"]
+        return aggregate(ok.fillna({c: "" for c in by}), by or ["prompt"])
+
+
+def varying_params(table: pd.DataFrame) -> list[str]:
+    """The parameter columns that take more than one value in a results table."""
+    return [n for n in Params.names() if n in table and table[n].astype(str).nunique() > 1]
+
 
 def run_sweep(spec: str | Path | dict, out_dir: str | Path | None = None, preset: str | None = None, *,
               workbench=None, progress: bool = True, report: bool = True) -> SweepRun:
@@ -258,8 +271,8 @@ def run_sweep(spec: str | Path | dict, out_dir: str | Path | None = None, preset
     for folder in (out, out / "cells", out / "rows"):
         for stale in folder.glob(".*.tmp"):
             stale.unlink()  # a temp file left by a killed writer; the file it was for was never renamed in
-    wb = workbench or Workbench.from_preset(sp.preset, library_dir=sp.library and _resolve(sp, sp.library)
-                                            or out / "library")
+    library = _resolve(sp, sp.library) if sp.library else out / "library"
+    wb = workbench or Workbench.from_preset(sp.preset, library_dir=library)
     styles = _resolve(sp, sp.styles) if sp.styles else DEFAULT_STYLES
     if styles.is_dir():
         wb.library.ingest(styles, progress=False)
@@ -429,3 +442,37 @@ def _manifest(sp: SweepSpec, wb, out: Path, sketch_sha: str, provenance) -> dict
     }
     atomic_write_json(path, manifest)
     return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sdrag.sweep SPEC [--out DIR] [--preset NAME]`: run or resume a sweep; 1 if every cell fails."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m sdrag.sweep", description=main.__doc__)
+    ap.add_argument("spec", help="sweep spec (YAML)")
+    ap.add_argument("--out", default=None, help="run folder (default experiments/runs/<name>)")
+    ap.add_argument("--preset", default=None, help="override the spec's preset (tiny, sd15, sd15-random)")
+    ap.add_argument("--compare", nargs="*", default=None, help="other run folders to compare this run with")
+    args = ap.parse_args(argv)
+    try:
+        run = run_sweep(args.spec, out_dir=args.out, preset=args.preset)
+    except SweepFailed as exc:
+        print(f"sweep failed: {exc}", file=sys.stderr)
+        return 1
+    except SdragError as exc:
+        print(f"sweep not started: {exc}", file=sys.stderr)
+        return 2
+    failed = len(run.failed)
+    print(f"{len(run.table)} cells ({failed} failed) in {run.out_dir}")
+    if args.compare:
+        from .report import compare_runs
+
+        compare_runs([run.out_dir, *args.compare], run.out_dir / "compare.html")
+        print(f"comparison: {run.out_dir / 'compare.html'}")
+    print(f"report: {run.report_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
