@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -197,9 +198,8 @@ class Generator:
         if style is None:
             style = self.style_embeds([Image.new("RGB", (w, h), "white")])
         ip = style if cfg else style.chunk(2)[1]
-        seeds = p.seeds
         # CPU generators make the same seed give the same latents on any device.
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        generators = [torch.Generator("cpu").manual_seed(s) for s in p.seeds]
         stopped = []
 
         def on_step(pipe, i, t, kwargs):
@@ -208,15 +208,16 @@ class Generator:
                 stopped.append(i + 1)
             return kwargs
 
-        out = self.pipe(
-            prompt_embeds=pos, negative_prompt_embeds=neg if cfg else None, image=control,
-            ip_adapter_image_embeds=[ip.to(self._exec_device, self.dtype)],
-            num_inference_steps=p.steps, guidance_scale=p.guidance,
-            controlnet_conditioning_scale=p.controlnet_scale,
-            control_guidance_start=p.control_start, control_guidance_end=p.control_end,
-            generator=generators, num_images_per_prompt=len(seeds), width=w, height=h,
-            callback_on_step_end=on_step, output_type="pil",
-        )
+        with _conditioning_once(self.pipe.controlnet):
+            out = self.pipe(
+                prompt_embeds=pos, negative_prompt_embeds=neg if cfg else None, image=control,
+                ip_adapter_image_embeds=[ip.to(self._exec_device, self.dtype)],
+                num_inference_steps=p.steps, guidance_scale=p.guidance,
+                controlnet_conditioning_scale=p.controlnet_scale,
+                control_guidance_start=p.control_start, control_guidance_end=p.control_end,
+                generator=generators, num_images_per_prompt=len(generators), width=w, height=h,
+                callback_on_step_end=on_step, output_type="pil",
+            )
         if stopped:
             raise GenerationCancelled(f"Generation stopped by the progress callback after step {stopped[0]}.")
         return list(out.images)
@@ -233,6 +234,33 @@ class Generator:
         return {"models": self.spec.to_dict(), "device": str(self.device), "dtype": str(self.dtype).split(".")[-1],
                 "memory": asdict(self.memory), "torch": torch.__version__, "diffusers": diffusers.__version__,
                 "transformers": transformers.__version__}
+
+
+class _ConditioningOnce(torch.nn.Module):
+    """Stands in for a ControlNet's conditioning embedding during one call: the embedding depends on the
+    control image alone, yet diffusers recomputes it at every step (and the result is identical)."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self._cond = self._out = None
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        # Identity, not value: the pipeline passes the same tensor object at every step of a call, and
+        # holding it keeps its memory from being reused by another tensor meanwhile.
+        if self._cond is not cond:
+            self._cond, self._out = cond, self.inner(cond)
+        return self._out
+
+
+@contextlib.contextmanager
+def _conditioning_once(controlnet: torch.nn.Module):
+    inner = controlnet.controlnet_cond_embedding
+    controlnet.controlnet_cond_embedding = _ConditioningOnce(inner)
+    try:
+        yield
+    finally:
+        controlnet.controlnet_cond_embedding = inner
 
 
 def _check_layout(unet) -> None:

@@ -169,3 +169,20 @@ def test_pickled_only_weights_need_the_opt_in(wb, tmp_path):
         Generator(sdrag.get_spec("tiny", controlnet=str(folder)), wb.device, wb.dtype, True)
     gen = Generator(sdrag.get_spec("tiny", controlnet=str(folder), allow_pickle=True), wb.device, wb.dtype, True)
     assert len(gen.ip_processors()) == 16
+
+
+def test_conditioning_computed_once_per_call_is_bit_exact(wb, sketch, monkeypatch):
+    import contextlib
+
+    from sdrag import generate
+
+    calls = []
+    inner = wb.generator.pipe.controlnet.controlnet_cond_embedding
+    monkeypatch.setattr(inner, "forward", lambda cond, f=inner.forward: calls.append(1) or f(cond))
+    fast = run(wb, sketch, steps=4)
+    assert len(calls) == 1  # once per call instead of once per step
+    monkeypatch.setattr(generate, "_conditioning_once", lambda controlnet: contextlib.nullcontext())
+    calls.clear()
+    plain = run(wb, sketch, steps=4)
+    assert len(calls) == 4 and png(fast.image) == png(plain.image)
+    assert wb.generator.pipe.controlnet.controlnet_cond_embedding is inner
