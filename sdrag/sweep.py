@@ -276,9 +276,7 @@ def run_sweep(spec: str | Path | dict, out_dir: str | Path | None = None, preset
     styles = _resolve(sp, sp.styles) if sp.styles else DEFAULT_STYLES
     if styles.is_dir():
         wb.library.ingest(styles, progress=False)
-    for p in params:
-        for key in ([p.style] if isinstance(p.style, str) else [k for k, _ in p.style or []]):
-            wb.library.get(key)  # an unknown style fails here, before any generation
+    _check_styles(wb, params)
     sketch = load_image(_resolve(sp, sp.sketch) if sp.sketch else SAMPLE_SKETCH)
     sketch_sha = hashlib.sha256(sketch.tobytes()).hexdigest()
     context = {"preset": sp.preset, "sketch": sketch_sha}
@@ -306,6 +304,21 @@ def run_sweep(spec: str | Path | dict, out_dir: str | Path | None = None, preset
         raise SweepFailed(f"All {len(table)} cells of sweep {sp.name!r} failed; first error: "
                           f"{table['error'].iloc[0]}. See {out / 'results.csv'}.")
     return run
+
+
+def _check_styles(wb, params: list[Params]) -> None:
+    """Refuse, before any generation and in one error, every style id or name the library lacks."""
+    from .errors import StyleNotFoundError
+
+    keys = {k for p in params for k in ([p.style] if isinstance(p.style, str) else [k for k, _ in p.style or []])}
+    missing = []
+    for key in sorted(keys):
+        try:
+            wb.library.get(key)
+        except StyleNotFoundError as exc:
+            missing.append(str(exc))
+    if missing:
+        raise StyleNotFoundError("Unknown styles in the sweep:\n  - " + "\n  - ".join(missing))
 
 
 def _resolve(sp: SweepSpec, path: str) -> Path:

@@ -52,6 +52,7 @@ def test_starter_styles_are_licence_clean_and_light():
 
 def test_readme_documents_the_api_contract():
     readme = (REPO / "README.md").read_text()
-    for needle in ("make demo", "make test", "run_sweep", "results.csv", "Workbench.from_preset", "library.ingest", "library.search",
-                   "wb.run(", "res.image", "res.timings", "sd15", "tiny", "style+layout", "TORCH_SPEC"):
+    for needle in ("make demo", "make test", "run_sweep", "results.csv", "Workbench.from_preset", "library.ingest",
+                   "library.search", "wb.run(", "res.image", "res.timings", "sd15", "tiny", "style+layout",
+                   "TORCH_SPEC", "run.report_path"):
         assert needle in readme, needle

@@ -219,3 +219,21 @@ def test_demo_spec_is_valid():
 
     spec = load_spec(REPO / "experiments" / "specs" / "demo.yaml")
     assert len(validate(spec)) == 2 * 3 * 3 * 2
+
+
+def test_style_and_block_map_axes(wb, tmp_path):
+    styles = wb.library.list()
+    spec = {"base": dict(BASE), "batch": 2, "axes": {
+        "style": ["auto", styles[0].name, [[styles[0].id, 1], [styles[1].id, 1]]],
+        "ip_adapter_scale": [0.8, "style", {"down": {"block_2": 1.0}, "mid": 1.0}],
+        "top_k": [1, 2]}}
+    run = run_sweep(spec, out_dir=tmp_path / "run", workbench=wb, progress=False, report=False)
+    assert len(run.table) == 18 and (run.table["status"] == "ok").all()
+    blends = run.table[run.table["references"].str.count(";") == 1]
+    assert len(blends) >= 6  # the fixed blend, and auto retrieval with top_k 2
+    assert run.table["image_sha256"].nunique() > 9
+    with pytest.raises(sdrag.StyleNotFoundError) as err:
+        run_sweep({"base": dict(BASE), "axes": {"style": ["nope-1", "nope-2", styles[0].id]}},
+                  out_dir=tmp_path / "bad", workbench=wb, progress=False)
+    assert "nope-1" in str(err.value) and "nope-2" in str(err.value)
+    assert not list((tmp_path / "bad" / "cells").glob("*.png"))
