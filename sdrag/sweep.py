@@ -456,36 +456,3 @@ def _manifest(sp: SweepSpec, wb, out: Path, sketch_sha: str, provenance) -> dict
     atomic_write_json(path, manifest)
     return manifest
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m sdrag.sweep SPEC [--out DIR] [--preset NAME]`: run or resume a sweep; 1 if every cell fails."""
-    import argparse
-    import sys
-
-    ap = argparse.ArgumentParser(prog="python -m sdrag.sweep", description=main.__doc__)
-    ap.add_argument("spec", help="sweep spec (YAML)")
-    ap.add_argument("--out", default=None, help="run folder (default experiments/runs/<name>)")
-    ap.add_argument("--preset", default=None, help="override the spec's preset (tiny, sd15, sd15-random)")
-    ap.add_argument("--compare", nargs="*", default=None, help="other run folders to compare this run with")
-    args = ap.parse_args(argv)
-    try:
-        run = run_sweep(args.spec, out_dir=args.out, preset=args.preset)
-    except SweepFailed as exc:
-        print(f"sweep failed: {exc}", file=sys.stderr)
-        return 1
-    except SdragError as exc:
-        print(f"sweep not started: {exc}", file=sys.stderr)
-        return 2
-    failed = len(run.failed)
-    print(f"{len(run.table)} cells ({failed} failed) in {run.out_dir}")
-    if args.compare:
-        from .report import compare_runs
-
-        compare_runs([run.out_dir, *args.compare], run.out_dir / "compare.html")
-        print(f"comparison: {run.out_dir / 'compare.html'}")
-    print(f"report: {run.report_path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

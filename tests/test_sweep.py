@@ -193,8 +193,8 @@ def test_kill_9_at_several_moments_then_resume_is_identical(tmp_path):
 
 
 def test_summary_comparison_and_cli(wb, tmp_path, capsys):
+    from sdrag.__main__ import main
     from sdrag.report import compare_runs
-    from sdrag.sweep import main
 
     a = run_sweep(small_spec(), out_dir=tmp_path / "a", workbench=wb, progress=False, report=False)
     summary = a.summary()
@@ -202,7 +202,7 @@ def test_summary_comparison_and_cli(wb, tmp_path, capsys):
     assert {"edge_f1_mean", "edge_f1_std", "style_similarity_mean"} <= set(summary.columns)
     spec_file = tmp_path / "b.yaml"
     spec_file.write_text(yaml.safe_dump(small_spec(base=dict(BASE, guidance=3.0), name="b")))
-    assert main([str(spec_file), "--out", str(tmp_path / "b"), "--compare", str(tmp_path / "a")]) == 0
+    assert main(["sweep", str(spec_file), "--out", str(tmp_path / "b"), "--compare", str(tmp_path / "a")]) == 0
     printed = capsys.readouterr().out
     assert "8 cells (0 failed)" in printed and "report:" in printed
     table = compare_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp.html")
@@ -211,7 +211,8 @@ def test_summary_comparison_and_cli(wb, tmp_path, capsys):
     assert "Sweep comparison" in (tmp_path / "cmp.html").read_text()
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"base": BASE, "axes": {"steps": [0]}}))
-    assert main([str(bad), "--out", str(tmp_path / "bad")]) == 2
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "bad")]) == 2
+    assert main([]) == 2
 
 
 def test_demo_spec_is_valid():
