@@ -156,6 +156,19 @@ def _img_tag(data: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
+def _result_columns(table: pd.DataFrame) -> list[str]:
+    from .sweep import varying_params
+
+    keep = ["cell_id", "status", "error", *varying_params(table), "references", "retrieved", "edge_f1",
+            "style_similarity", "prompt_alignment", "seconds", "peak_mem_mb"]
+    return list(dict.fromkeys(c for c in keep if c in table))
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    shown = frame.astype(object).where(frame.notna(), "")
+    return shown.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}")
+
+
 def write_report(run) -> Path:
     """Write grids as PNGs and one self-contained report.html (no server, every user string escaped)."""
     out = run.out_dir
@@ -177,8 +190,9 @@ def write_report(run) -> Path:
         parts.append("<h2>Style vs structure</h2>" + _img_tag(_png(fig), "pareto"))
     summary = run.summary()
     if len(summary):
-        parts.append("<h2>Mean and std over seeds</h2>" + summary.to_html(index=False, escape=True, na_rep=""))
-    parts.append("<h2>Results</h2>" + table.to_html(index=False, escape=True, na_rep=""))
+        parts.append("<h2>Mean and std over seeds</h2>" + _html_table(summary))
+    parts.append("<h2>Results</h2><p>Every column, and the resolved parameters of each cell, are in"
+                 " results.csv beside this file.</p>" + _html_table(table[_result_columns(table)]))
     parts.append("<h2>Provenance</h2><pre>" + html.escape(json.dumps(run.manifest, indent=2)) + "</pre>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>sdrag sweep</title><style>"
             "body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;font-size:12px}"
@@ -232,6 +246,6 @@ def compare_runs(run_dirs, out_path: str | Path | None = None) -> pd.DataFrame:
             cols.append(f"<td style='vertical-align:top'><h3>{name}</h3>{grids}</td>")
         page = ("<!doctype html><html><head><meta charset='utf-8'><title>sdrag comparison</title></head><body>"
                 "<h1>Sweep comparison</h1><table><tr>" + "".join(cols) + "</tr></table><h2>Metrics</h2>"
-                + merged.to_html(index=False, escape=True, na_rep="") + "</body></html>")
+                + _html_table(merged) + "</body></html>")
         atomic_write_bytes(Path(out_path), page.encode("utf-8"))
     return merged

@@ -27,7 +27,7 @@ CANNY_SIDES = {"canny_low": 0, "canny_high": 1}
 DEFAULT_STYLES = Path(__file__).resolve().parent.parent / "styles"
 ROW_COLUMNS = ["cell", "cell_id", "status", "error", *Params.names(), "references", "retrieved",
                "edge_f1", "style_similarity", "prompt_alignment", "seconds", "peak_mem_mb", "batch", "image",
-               "image_sha256"]
+               "image_sha256", "resolved"]
 
 
 class SweepError(SdragError):
@@ -280,17 +280,19 @@ def run_sweep(spec: str | Path | dict, out_dir: str | Path | None = None, preset
     sketch = load_image(_resolve(sp, sp.sketch) if sp.sketch else SAMPLE_SKETCH)
     sketch_sha = hashlib.sha256(sketch.tobytes()).hexdigest()
     context = {"preset": sp.preset, "sketch": sketch_sha}
-    ids = [cell_id(p, context) for p in params]
+    plan = _Plan(params=params, labels=[cell_params(sp, o).to_dict() for o in sp.expand()],
+                 ids=[cell_id(p, context) for p in params])
+    ids = plan.ids
     manifest = _manifest(sp, wb, out, sketch_sha, provenance)
     rows = _load_rows(out)
     todo = {i for i, cid in enumerate(ids) if rows.get(cid, {}).get("status") != "ok"}
     bar = tqdm(total=len(params), initial=len(params) - len(todo), desc=f"sweep {sp.name}", unit="cell",
                disable=not progress)
-    for batch_no, chunk in _batches(sp, params, ids):
+    for batch_no, chunk in _batches(sp, params):
         missing = [i for i in chunk if i in todo]
         if not missing:
             continue
-        _run_chunk(wb, sp, sketch, params, ids, chunk, missing, batch_no, rows, out)
+        _run_chunk(wb, sp, sketch, plan, chunk, missing, batch_no, rows, out)
         _write_table(out, ids, rows)
         bar.update(len(missing))
     bar.close()
@@ -328,7 +330,7 @@ def _resolve(sp: SweepSpec, path: str) -> Path:
     return p
 
 
-def _batches(sp: SweepSpec, params: list[Params], ids: list[str]):
+def _batches(sp: SweepSpec, params: list[Params]):
     """Yield (batch number, cell indices): cells equal but for seed, up to `batch` per call, in an order
     that keeps expensive changes (style, prompt, Canny, size) in the outer loop."""
     groups: dict[str, list[int]] = {}
@@ -349,12 +351,21 @@ def _batches(sp: SweepSpec, params: list[Params], ids: list[str]):
             n += 1
 
 
-def _run_chunk(wb, sp: SweepSpec, sketch, params, ids, chunk, missing, batch_no, rows, out) -> None:
+@dataclass
+class _Plan:
+    """The cells of a run: resolved params, the values as the spec wrote them (labels), and ids."""
+
+    params: list[Params]
+    labels: list[dict]
+    ids: list[str]
+
+
+def _run_chunk(wb, sp: SweepSpec, sketch, plan: _Plan, chunk, missing, batch_no, rows, out) -> None:
     import torch
 
     # The whole chunk is regenerated even when part of it is done: batch composition then never depends
     # on where a previous run stopped, so a resumed sweep is bit-identical to an uninterrupted one.
-    p = params[chunk[0]].update(seed=[params[i].seed for i in chunk])
+    p = plan.params[chunk[0]].update(seed=[plan.params[i].seed for i in chunk])
     cuda = wb.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(wb.device)
@@ -362,7 +373,7 @@ def _run_chunk(wb, sp: SweepSpec, sketch, params, ids, chunk, missing, batch_no,
     try:
         res = wb.run(sketch, params=p)
     except (SdragError, RuntimeError, ValueError) as exc:  # torch errors (e.g. out of memory) fail cells only
-        _fail(rows, out, params, ids, missing, batch_no, exc)
+        _fail(rows, out, plan, missing, batch_no, exc)
         return
     seconds = (time.perf_counter() - t0) / len(chunk)
     peak = torch.cuda.max_memory_allocated(wb.device) / 2**20 if cuda else _rss_mb()
@@ -373,16 +384,16 @@ def _run_chunk(wb, sp: SweepSpec, sketch, params, ids, chunk, missing, batch_no,
         buf = io.BytesIO()
         res.images[j].save(buf, format="PNG")
         data = buf.getvalue()
-        image_path = atomic_write_bytes(out / "cells" / f"{ids[i]}.png", data)
-        row = _base_row(params, ids, i, batch_no)
+        image_path = atomic_write_bytes(out / "cells" / f"{plan.ids[i]}.png", data)
+        row = _base_row(plan, i, batch_no)
         row.update(status="ok", error="", seconds=round(seconds, 4), peak_mem_mb=round(peak, 1),
                    references=";".join(f"{s.id}:{w:.4f}" for s, w in res.references),
                    retrieved=";".join(f"{h.id}:{h.score:.4f}" for h in res.hits if h.score is not None),
                    image=str(image_path.relative_to(out)), image_sha256=hashlib.sha256(data).hexdigest())
         for name, values in metrics.items():
             row[name] = round(float(values[j]), 6)
-        atomic_write_json(out / "rows" / f"{ids[i]}.json", row)
-        rows[ids[i]] = row
+        atomic_write_json(out / "rows" / f"{plan.ids[i]}.json", row)
+        rows[plan.ids[i]] = row
 
 
 def _metrics(wb, sp: SweepSpec, p: Params, res) -> dict[str, list[float]]:
@@ -396,20 +407,22 @@ def _metrics(wb, sp: SweepSpec, p: Params, res) -> dict[str, list[float]]:
             "edge_f1": [structure_fidelity(res.edges, img, p.canny, sp.edge_tolerance) for img in res.images]}
 
 
-def _fail(rows, out, params, ids, missing, batch_no, exc: Exception) -> None:
+def _fail(rows, out, plan: _Plan, missing, batch_no, exc: Exception) -> None:
     for i in missing:
-        row = _base_row(params, ids, i, batch_no)
+        row = _base_row(plan, i, batch_no)
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         # Failed rows live beside ok rows and never replace them; a resume retries the cell.
-        atomic_write_json(out / "rows" / f"{ids[i]}.failed.json", row)
-        rows[ids[i]] = row
+        atomic_write_json(out / "rows" / f"{plan.ids[i]}.failed.json", row)
+        rows[plan.ids[i]] = row
 
 
-def _base_row(params, ids, i, batch_no) -> dict:
+def _base_row(plan: _Plan, i: int, batch_no: int) -> dict:
     row = {c: None for c in ROW_COLUMNS}
-    for name, value in params[i].to_dict().items():
+    # Parameter columns show values as the spec wrote them ('style', not its expanded block map); the
+    # resolved parameters, which reproduce the cell, go in one JSON column.
+    for name, value in plan.labels[i].items():
         row[name] = value if isinstance(value, (int, float, str)) or value is None else json.dumps(value)
-    row.update(cell=i, cell_id=ids[i], batch=batch_no)
+    row.update(cell=i, cell_id=plan.ids[i], batch=batch_no, resolved=json.dumps(plan.params[i].to_dict()))
     return row
 
 
