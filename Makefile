@@ -19,11 +19,23 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# The main job: the style-library notebook, then the sweep notebook on experiments/specs/demo.yaml, both
+# headless through papermill. PRESET=sd15 switches to real weights (online once, or cached).
+PRESET ?= tiny
+RUN_NAME ?= $(if $(filter tiny,$(PRESET)),demo,demo-$(PRESET))
+NB_OUT := experiments/notebooks
+
 demo: $(STAMP)
-	HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m sdrag.demo
+	mkdir -p $(NB_OUT)
+	$(BIN)/papermill --cwd . -k python3 --log-level WARNING notebooks/01_style_library.ipynb \
+		$(NB_OUT)/01_style_library.ipynb -p preset $(PRESET) -p library_dir experiments/library-$(PRESET)
+	$(BIN)/papermill --cwd . -k python3 --log-level WARNING notebooks/04_sweep.ipynb $(NB_OUT)/04_sweep.ipynb \
+		-p preset $(PRESET) -p spec_path experiments/specs/demo.yaml -p run_name $(RUN_NAME)
+	@$(BIN)/python -c "import pathlib; p = pathlib.Path('experiments/runs/$(RUN_NAME)/report.html'); \
+		assert p.is_file(), p; print('report:', p.resolve())"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/python -m ruff check sdrag tests scripts benchmarks
+	$(BIN)/python -m ruff check .

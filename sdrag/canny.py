@@ -32,3 +32,22 @@ def edges_of(image: Image.Image, low: float, high: float) -> Image.Image:
     gray = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2GRAY)
     edges = cv2.Canny(gray, float(low), float(high))
     return Image.fromarray(np.stack([edges] * 3, axis=-1), "RGB")
+
+
+def threshold_grid(sketch: ImageLike, lows: list[float], highs: list[float], size: int = 256, fit: str = "pad"):
+    """A matplotlib Figure of edge maps: one row per low threshold, one column per high threshold
+    (pairs with low > high are left blank and labelled)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(lows), len(highs), figsize=(2.2 * len(highs), 2.2 * len(lows)), squeeze=False)
+    for r, low in enumerate(lows):
+        for c, high in enumerate(highs):
+            ax = axes[r][c]
+            ax.axis("off")
+            if low > high:
+                ax.set_title(f"{low}/{high}: low > high", fontsize=7)
+                continue
+            ax.imshow(canny_edges(sketch, low, high, size=size, fit=fit))
+            ax.set_title(f"low {low} / high {high}", fontsize=8)
+    fig.tight_layout()
+    return fig

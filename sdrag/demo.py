@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line options of `python -m sdrag.demo`."""
-    ap = argparse.ArgumentParser(prog="python -m sdrag.demo", description=__doc__)
+    """Command-line options of `python -m sdrag demo`."""
+    ap = argparse.ArgumentParser(prog="python -m sdrag demo", description=__doc__)
     ap.add_argument("--preset", default=os.environ.get("SDRAG_PRESET", "tiny"), help="tiny (offline) or sd15")
     ap.add_argument("--prompt", default="a neon glowing city street at night")
     ap.add_argument("--sketch", default=None, help="sketch image (default: the bundled house sketch)")

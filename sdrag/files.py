@@ -59,3 +59,16 @@ def safe_name(name: str, what: str = "name") -> str:
             or "/" in name or "\\" in name or Path(name).is_absolute()):
         raise ParameterError(f"{what} {name!r} is not a plain name. Fix: use letters, digits, '-', '_' or '.'.")
     return name
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The sdrag checkout holding `start` (the folder with styles/ and experiments/), else `start` itself.
+
+    Notebooks run with their own folder as working directory in Jupyter and with the caller's under
+    papermill; resolving paths from the project root makes both work the same.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "styles").is_dir() and (folder / "experiments").is_dir():
+            return folder
+    return here

@@ -110,3 +110,23 @@ def weight_hashes(spec: ModelSpec) -> dict[str, list[dict]]:
 def environment_flags() -> dict[str, str | None]:
     """Environment variables that change what is loaded or reached."""
     return {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "SDRAG_OFFLINE", "HF_ENDPOINT", "SDRAG_CACHE")}
+
+
+def preset_status():
+    """Which presets can run here: one row per preset with 'ready' and why not (checks in under 2 s)."""
+    import pandas as pd
+
+    from .errors import SdragError
+    from .presets import PRESET_NAMES, check_available, get_spec
+
+    rows = []
+    for name in PRESET_NAMES:
+        if name == "sd15-random":
+            rows.append({"preset": name, "ready": True, "note": "built on first use (~8.4 GB, for benchmarks)"})
+            continue
+        try:
+            check_available(get_spec(name))
+            rows.append({"preset": name, "ready": True, "note": ""})
+        except SdragError as exc:
+            rows.append({"preset": name, "ready": False, "note": str(exc).splitlines()[0]})
+    return pd.DataFrame(rows)

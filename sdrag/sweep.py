@@ -69,10 +69,12 @@ class SweepSpec:
         return [{**g, **z, **c} for g in grid for z in zipped for c in explicit]
 
 
-def load_spec(spec: str | Path | dict) -> SweepSpec:
+def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
     """Parse a YAML file or a dict into a SweepSpec, expanding ranges; structural errors all at once."""
     import yaml
 
+    if isinstance(spec, SweepSpec):
+        return spec
     source_dir = None
     if isinstance(spec, (str, Path)):
         path = Path(spec).expanduser()
@@ -249,7 +251,7 @@ def varying_params(table: pd.DataFrame) -> list[str]:
     return [n for n in Params.names() if n in table and table[n].astype(str).nunique() > 1]
 
 
-def run_sweep(spec: str | Path | dict, out_dir: str | Path | None = None, preset: str | None = None, *,
+def run_sweep(spec: str | Path | dict | SweepSpec, out_dir: str | Path | None = None, preset: str | None = None, *,
               workbench=None, progress: bool = True, report: bool = True) -> SweepRun:
     """Run (or resume) a sweep into `out_dir`: finished cells are kept, only missing ones are generated.
 

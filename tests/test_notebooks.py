@@ -1,0 +1,84 @@
+"""Every notebook runs headless under papermill on the tiny preset, without waiting on any widget."""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import papermill as pm
+import pytest
+from conftest import REPO
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def _outputs(nb) -> str:
+    texts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            texts.append(out.get("text", "") or json.dumps(out.get("data", {}))[:2000])
+    return "\n".join(texts)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, wb):
+    from sdrag.sweep import run_sweep
+
+    out = tmp_path_factory.mktemp("runs") / "base"
+    spec = {"base": {"prompt": "a neon city", "steps": 2, "size": 64}, "axes": {"controlnet_scale": [0.5, 1.5]}}
+    return run_sweep(spec, out_dir=out, workbench=wb, progress=False, report=False).out_dir
+
+
+def test_notebooks_are_ordered_thin_and_light():
+    names = [p.stem for p in NOTEBOOKS]
+    assert names == ["00_setup", "01_style_library", "02_canny_explorer", "03_rag_studio", "04_sweep",
+                     "05_compare_runs"]
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, path.name
+        assert nb.metadata["kernelspec"]["name"] == "python3"
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} has outputs"
+        code = [c.source for c in nb.cells if c.cell_type == "code"]
+        assert max(len(src.splitlines()) for src in code) <= 15, f"{path.name}: logic belongs in the package"
+
+
+def _params(name, tmp_path, small_run):
+    lib = str(tmp_path / "lib")
+    return {
+        "00_setup": {},
+        "01_style_library": {"library_dir": lib},
+        "02_canny_explorer": {"size": 128},
+        "03_rag_studio": {"library_dir": lib, "size": 64, "steps": 2},
+        "04_sweep": {"runs_dir": str(tmp_path / "runs"), "run_name": "nb", "steps": 2, "size": 64,
+                     "axes": {"controlnet_scale": [0.5, 1.5], "seed": [0, 1]}},
+        "05_compare_runs": {"runs": [str(small_run), str(small_run)], "out": str(tmp_path / "cmp.html")},
+    }[name]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_headless(path, tmp_path, small_run, monkeypatch):
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel uses Jupyter's inline backend, as users get
+    out = tmp_path / path.name
+    nb = pm.execute_notebook(str(path), str(out), parameters=_params(path.stem, tmp_path, small_run),
+                             cwd=str(REPO), kernel_name="python3", progress_bar=False)
+    text = _outputs(nb)
+    expected = {
+        "00_setup": "not on Colab", "01_style_library": "added", "02_canny_explorer": "image/png",
+        "03_rag_studio": "Result(1 image(s) 64x64", "04_sweep": "report:", "05_compare_runs": "comparison:",
+    }[path.stem]
+    assert expected in text, text[-2000:]
+    if path.stem == "04_sweep":
+        assert (tmp_path / "runs" / "nb" / "report.html").is_file()
+
+
+def test_papermill_cli_runs_the_sweep_notebook_with_overrides(tmp_path):
+    out = tmp_path / "04.ipynb"
+    cmd = [sys.executable, "-m", "papermill", "--cwd", str(REPO), "-k", "python3",
+           str(REPO / "notebooks/04_sweep.ipynb"), str(out), "-p", "preset", "tiny", "-p", "run_name", "cli",
+           "-p", "runs_dir", str(tmp_path / "runs"), "-p", "steps", "2", "-p", "size", "64",
+           "-y", '{"axes": {"guidance": [3.0, 7.5]}}']
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = (tmp_path / "runs" / "cli" / "results.csv").read_text().splitlines()
+    assert len(table) == 3  # header + 2 cells from the inline axes
