@@ -1,0 +1,89 @@
+"""A real browser: JupyterLab on localhost, 03_rag_studio run in headless Chromium, widgets checked on screen."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import REPO, STYLES
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and os.environ.get("CI"):
+    raise RuntimeError("CI must install Debian's chromium for the browser test (see .ci/run).")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (apt-get install chromium)")
+
+# As the probe found: without the background-networking flags Chromium keeps dialling out on a closed network.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """JupyterLab serving a throwaway copy of the project (so nothing is saved into the checkout)."""
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    (project / "experiments").mkdir()
+    shutil.copytree(STYLES, project / "styles")
+    shutil.copy(REPO / "notebooks" / "03_rag_studio.ipynb", project / "notebooks")
+    port, token = _free_port(), "sdrag-test-token"
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={project}",
+           "--ServerApp.disable_check_xsrf=True", "--allow-root"]
+    log = (tmp_path / "lab.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=project)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        raise RuntimeError("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
+    yield base, token
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_rag_studio_renders_and_generates_in_jupyterlab(lab, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    base, token = lab
+    shot = tmp_path / "rag_studio.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(f"{base}/lab/tree/notebooks/03_rag_studio.ipynb?token={token}")
+        page.wait_for_selector(".jp-Notebook", timeout=60_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
+                               "#jp-main-statusbar :text('Idle')", timeout=60_000)
+        page.click("li.lm-MenuBar-item:has-text('Run')")
+        page.click("li.lm-Menu-item:has-text('Run All Cells')")
+        page.wait_for_selector("text=retrieved:", timeout=120_000)
+        page.wait_for_selector("button:has-text('Generate')")
+        sliders = page.locator(".widget-slider").count()
+        images = page.locator(".jupyter-widgets img[src^='blob:'], .jupyter-widgets img[src^='data:']").count()
+        done = page.locator("text=done in").count()
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert sliders >= 8, sliders
+    assert images >= 4, images  # sketch, style, result and edges
+    assert done >= 1
+    assert shot.stat().st_size > 10_000
