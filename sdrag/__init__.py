@@ -20,7 +20,7 @@ from .images import SAMPLE_SKETCH, load_image
 from .library import IngestReport, Style, StyleLibrary
 from .params import IP_SCALE_PRESETS, Params
 from .presets import ModelSpec, get_spec
-from .sweep import SweepError, SweepFailed, SweepRun, load_spec, run_sweep
+from .sweep import SweepError, SweepFailed, SweepRun, load_spec, reproduce, run_sweep
 from .workbench import Result, Workbench
 
 __version__ = "0.1.0"
@@ -29,5 +29,5 @@ __all__ = [
     "IP_SCALE_PRESETS", "SAMPLE_SKETCH", "GenerationCancelled", "IngestReport", "InputError", "LibraryError",
     "ModelSpec", "ParameterError", "Params", "Result", "SdragError", "Style", "StyleLibrary",
     "StyleNotFoundError", "SweepError", "SweepFailed", "SweepRun", "WeightsUnavailableError", "Workbench",
-    "canny_edges", "get_spec", "load_image", "load_spec", "run_sweep",
+    "canny_edges", "get_spec", "load_image", "load_spec", "reproduce", "run_sweep",
 ]

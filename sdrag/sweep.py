@@ -281,6 +281,11 @@ def run_sweep(spec: str | Path | dict | SweepSpec, out_dir: str | Path | None = 
     _check_styles(wb, params)
     sketch = load_image(_resolve(sp, sp.sketch) if sp.sketch else SAMPLE_SKETCH)
     sketch_sha = hashlib.sha256(sketch.tobytes()).hexdigest()
+    if not (out / "sketch.png").is_file():
+        # The run folder keeps its own copy of the sketch, so a cell can be reproduced from the folder alone.
+        buf = io.BytesIO()
+        sketch.save(buf, format="PNG")
+        atomic_write_bytes(out / "sketch.png", buf.getvalue())
     context = {"preset": sp.preset, "sketch": sketch_sha}
     plan = _Plan(params=params, labels=[cell_params(sp, o).to_dict() for o in sp.expand()],
                  ids=[cell_id(p, context) for p in params])
@@ -389,7 +394,8 @@ def _run_chunk(wb, sp: SweepSpec, sketch, plan: _Plan, chunk, missing, batch_no,
         image_path = atomic_write_bytes(out / "cells" / f"{plan.ids[i]}.png", data)
         row = _base_row(plan, i, batch_no)
         row.update(status="ok", error="", seconds=round(seconds, 4), peak_mem_mb=round(peak, 1),
-                   references=";".join(f"{s.id}:{w:.4f}" for s, w in res.references),
+                   # Full precision: reproduce() blends with exactly these weights.
+                   references=";".join(f"{s.id}:{w!r}" for s, w in res.references),
                    retrieved=";".join(f"{h.id}:{h.score:.4f}" for h in res.hits if h.score is not None),
                    image=str(image_path.relative_to(out)), image_sha256=hashlib.sha256(data).hexdigest())
         for name, values in metrics.items():
@@ -471,3 +477,35 @@ def _manifest(sp: SweepSpec, wb, out: Path, sketch_sha: str, provenance) -> dict
     atomic_write_json(path, manifest)
     return manifest
 
+
+def reproduce(run_dir: str | Path, cell: str, workbench=None) -> tuple[Any, bool]:
+    """Regenerate one cell from its run folder alone (manifest, results row, sketch copy).
+
+    The cell's whole batch is rerun with its recorded style references, so on CPU the image is bit-exact.
+    Returns (image, whether its sha256 equals the recorded one).
+    """
+    from PIL import Image
+
+    from .report import load_run
+    from .workbench import Workbench
+
+    run = load_run(run_dir)
+    table = run.table
+    match = table[(table["cell_id"] == cell) & (table["status"] == "ok")]
+    if match.empty:
+        raise SweepError(f"No finished cell {cell!r} in {run.out_dir}. Fix: pick a cell_id from results.csv.")
+    row = match.iloc[0]
+    batch = table[(table["batch"] == row["batch"]) & (table["status"] == "ok")].sort_values("cell")
+    refs = [(part.rsplit(":", 1)[0], float(part.rsplit(":", 1)[1])) for part in str(row["references"]).split(";")]
+    params = Params.from_dict(json.loads(row["resolved"])).update(
+        style=refs, seed=[int(json.loads(r)["seed"]) for r in batch["resolved"]]).resolved()
+    sketch = load_image(run.out_dir / "sketch.png")
+    if hashlib.sha256(sketch.tobytes()).hexdigest() != run.manifest["sketch_sha256"]:
+        raise SweepError(f"{run.out_dir / 'sketch.png'} is not the sketch this run used.")
+    wb = workbench or Workbench.from_preset(run.manifest["preset"], library_dir=run.manifest["library"]["path"])
+    res = wb.run(sketch, params=params)
+    image = res.images[list(batch["cell_id"]).index(cell)]
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    same = hashlib.sha256(buf.getvalue()).hexdigest() == row["image_sha256"]
+    return Image.open(io.BytesIO(buf.getvalue())), same

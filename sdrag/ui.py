@@ -222,7 +222,8 @@ class RagStudio:
                 f"<b>{html.escape(s.name)}</b> (score {s.score:.3f}, weight {wt:.2f})" if s.score is not None
                 else f"<b>{html.escape(s.name)}</b> (weight {wt:.2f})" for s, wt in res.references)
             timings = ", ".join(f"{k} {v:.2f}s" for k, v in res.timings.items())
-            self.message.value = f"done in {res.timings['total']:.2f}s ({html.escape(timings)})"
+            notes = "".join(f"<br><i>{html.escape(n)}</i>" for n in res.notes)
+            self.message.value = f"done in {res.timings['total']:.2f}s ({html.escape(timings)}){notes}"
         finally:
             self._busy(False)
 

@@ -39,6 +39,7 @@ class Result:
     params: dict
     timings: dict[str, float]
     info: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def image(self) -> Image.Image:
@@ -89,7 +90,7 @@ class Result:
 
     def to_dict(self) -> dict:
         """The run's record (JSON-serialisable): params, hits, references, timings, info."""
-        return {"params": self.params, "hits": [h.to_dict() for h in self.hits],
+        return {"params": self.params, "notes": self.notes, "hits": [h.to_dict() for h in self.hits],
                 "references": [{"id": s.id, "name": s.name, "weight": w} for s, w in self.references],
                 "timings": self.timings, "info": self.info}
 
@@ -272,7 +273,18 @@ class Workbench:
         record = p.update(style=[(s.id, w) for s, w in refs]).to_dict()
         info = {**gen.info(), "retrieved": p.style is None, "ip_adapter_layers": layer_scales(p.ip_adapter_scale)}
         return Result(images=images, edges=edges, sketch=fitted, hits=hits, references=refs, params=record,
-                      timings=timings, info=info)
+                      timings=timings, info=info, notes=self._notes(p))
+
+    def _notes(self, p: Params) -> list[str]:
+        """Things the user should know about how their parameters were read."""
+        notes = []
+        tok = self.generator.pipe.tokenizer
+        for name in ("prompt", "negative_prompt"):
+            n = len(tok(getattr(p, name)).input_ids)
+            if n > tok.model_max_length:
+                notes.append(f"{name} has {n} tokens; CLIP reads only the first {tok.model_max_length} (the rest"
+                             " is ignored). Shorten it to use all of it.")
+        return notes
 
 
 @contextlib.contextmanager

@@ -238,3 +238,16 @@ def test_style_and_block_map_axes(wb, tmp_path):
                   out_dir=tmp_path / "bad", workbench=wb, progress=False)
     assert "nope-1" in str(err.value) and "nope-2" in str(err.value)
     assert not list((tmp_path / "bad" / "cells").glob("*.png"))
+
+
+def test_reproduce_regenerates_every_cell_bit_exactly(wb, tmp_path):
+    spec = {"base": dict(BASE), "batch": 2, "axes": {"top_k": [1, 2], "ip_adapter_scale": [0.8, "style"],
+                                                     "seed": [0, 1, 2]}}
+    run = run_sweep(spec, out_dir=tmp_path / "run", workbench=wb, progress=False, report=False)
+    assert (run.out_dir / "sketch.png").is_file()
+    for cell in run.table["cell_id"]:
+        image, same = sdrag.reproduce(run.out_dir, cell, workbench=wb)
+        assert same, cell
+        assert image.size == (64, 64)
+    with pytest.raises(SweepError, match="No finished cell"):
+        sdrag.reproduce(run.out_dir, "0" * 16, workbench=wb)

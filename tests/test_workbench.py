@@ -141,3 +141,10 @@ def test_stage_cache_reuses_unchanged_stages_without_changing_pixels(tmp_path, s
     bench.cache.clear()
     fresh = bench.run(sketch, "a neon city", style="house", **FAST)
     assert np.array_equal(np.asarray(first.image), np.asarray(fresh.image))
+
+
+def test_an_over_long_prompt_is_truncated_and_said_so(wb, sketch):
+    res = wb.run(sketch, "neon city " * 1000, style=wb.library.list()[0].id, **FAST)
+    assert res.image.size == (64, 64)
+    assert len(res.notes) == 1 and "first 77" in res.notes[0]
+    assert wb.run(sketch, "a neon city", **FAST).notes == []
