@@ -1,5 +1,6 @@
 """A real browser: JupyterLab on localhost, 03_rag_studio run in headless Chromium, widgets checked on screen."""
 
+import json
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ if CHROMIUM is None and os.environ.get("CI"):
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (apt-get install chromium)")
 
 # As the probe found: without the background-networking flags Chromium keeps dialling out on a closed network.
+CELLS = len(json.loads((REPO / "notebooks" / "03_rag_studio.ipynb").read_text())["cells"])
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 
@@ -71,18 +73,22 @@ def test_rag_studio_renders_and_generates_in_jupyterlab(lab, tmp_path):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.goto(f"{base}/lab/tree/notebooks/03_rag_studio.ipynb?token={token}")
-        page.wait_for_selector(".jp-Notebook", timeout=60_000)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
-                               "#jp-main-statusbar :text('Idle')", timeout=60_000)
-        page.click("li.lm-MenuBar-item:has-text('Run')")
-        page.click("li.lm-Menu-item:has-text('Run All Cells')")
-        page.wait_for_selector("text=retrieved:", timeout=120_000)
-        page.wait_for_selector("button:has-text('Generate')")
-        sliders = page.locator(".widget-slider").count()
-        images = page.locator(".jupyter-widgets img[src^='blob:'], .jupyter-widgets img[src^='data:']").count()
-        done = page.locator("text=done in").count()
-        page.screenshot(path=str(shot), full_page=True)
-        browser.close()
+        try:
+            # "Run All Cells" clicked while the notebook is still rendering or the kernel still starting runs
+            # nothing: wait for every cell and for the status bar's "<kernel> | Idle" first.
+            page.wait_for_function(f"document.querySelectorAll('.jp-Notebook .jp-Cell').length >= {CELLS}",
+                                   timeout=60_000)
+            page.wait_for_selector("#jp-main-statusbar >> text=/\\| Idle/", timeout=90_000)
+            page.click("li.lm-MenuBar-item:has-text('Run')")
+            page.click("li.lm-Menu-item:has-text('Run All Cells')")
+            page.wait_for_selector("text=retrieved:", timeout=120_000)
+            page.wait_for_selector("button:has-text('Generate')")
+            sliders = page.locator(".widget-slider").count()
+            images = page.locator(".jupyter-widgets img[src^='blob:'], .jupyter-widgets img[src^='data:']").count()
+            done = page.locator("text=done in").count()
+        finally:
+            page.screenshot(path=str(shot), full_page=True)  # kept in the test's folder, also on failure
+            browser.close()
     assert sliders >= 8, sliders
     assert images >= 4, images  # sketch, style, result and edges
     assert done >= 1
