@@ -13,6 +13,7 @@ from .errors import (
     LibraryError,
     ParameterError,
     SdragError,
+    StorageError,
     StyleNotFoundError,
     WeightsUnavailableError,
 )
@@ -27,7 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "IP_SCALE_PRESETS", "SAMPLE_SKETCH", "GenerationCancelled", "IngestReport", "InputError", "LibraryError",
-    "ModelSpec", "ParameterError", "Params", "Result", "SdragError", "Style", "StyleLibrary",
+    "ModelSpec", "ParameterError", "Params", "Result", "SdragError", "StorageError", "Style", "StyleLibrary",
     "StyleNotFoundError", "SweepError", "SweepFailed", "SweepRun", "WeightsUnavailableError", "Workbench",
     "canny_edges", "get_spec", "load_image", "load_spec", "reproduce", "run_sweep",
 ]

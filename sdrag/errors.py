@@ -31,5 +31,9 @@ class StyleNotFoundError(LibraryError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class StorageError(SdragError, OSError):
+    """A file could not be written (disk full, no permission); what was there before is intact."""
+
+
 class GenerationCancelled(SdragError):
     """A generation was stopped on request (its progress callback returned False)."""

@@ -5,90 +5,189 @@ from __future__ import annotations
 import base64
 import html
 import io
-import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .files import atomic_write_bytes
+from .spec import CANNY_SIDES, grid_dims
 
+# The guard: no grid image grows past this many pixels a side; more values spill onto further pages.
 MAX_GRID_PX = 4096
-LABEL_H = 18
+CELL_PX = (96, 256)
+GAP = 4
+LINE_H = 16
+LABEL_W = 170
+TOP_PX = LINE_H * 6
 
 
 def _label(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, ".10g")
+    return json.dumps(value)
 
 
-def grid_axes(run) -> tuple[str | None, str | None, list[str]]:
-    """(x axis, y axis, page axes): the spec's axes in order, with seeds last among pages."""
-    spec = run.manifest["spec"]
-    names = [n for n in list(spec.get("axes") or {}) + list(spec.get("zip") or {}) if n != "seed"]
-    if "seed" in (spec.get("axes") or {}) or "seed" in (spec.get("zip") or {}):
-        names.append("seed")
-    names = [n if n not in ("canny_low", "canny_high") else "canny" for n in names]
-    names = list(dict.fromkeys(names))
-    x = names[0] if names else None
-    y = names[1] if len(names) > 1 else None
-    return x, y, names[2:]
+def _value(row: dict, name: str):
+    if name in CANNY_SIDES:
+        return json.loads(row["canny"])[CANNY_SIDES[name]]
+    return row[name]
 
 
-def _values(table: pd.DataFrame, name: str | None) -> list:
-    return [None] if name is None else list(dict.fromkeys(table[name].tolist()))
+def _key(row: dict, names: list[str], named: bool = True) -> str:
+    """How one row reads on a grid dimension: 'name: value' per name (values only with named=False)."""
+    return ", ".join(f"{n}: {_label(_value(row, n))}" if named or len(names) > 1 else _label(_value(row, n))
+                     for n in names)
+
+
+def grid_axes(run, named: bool = True) -> tuple[list[list[str]], pd.DataFrame]:
+    """(dimensions, keys): the spec's grid dimensions and, per row of the table, its key on each of them."""
+    dims = grid_dims(run.manifest["spec"])
+    records = run.table.to_dict("records")
+    keys = pd.DataFrame([[_key(r, d, named) for d in dims] for r in records], index=run.table.index,
+                        columns=[f"dim{i}" for i in range(len(dims))], dtype=object)
+    return dims, keys
+
+
+def _unique(series: pd.Series | None) -> list:
+    return [None] if series is None else list(dict.fromkeys(series.tolist()))
 
 
 def _cell_image(out_dir: Path, row: pd.Series | None, size: int) -> Image.Image:
     if row is not None and row["status"] == "ok" and isinstance(row["image"], str):
         img = Image.open(out_dir / row["image"]).convert("RGB")
-        img.thumbnail((size, size))
-        return img
+        scale = size / max(img.size)
+        # Small images are enlarged without smoothing, so a 64 px cell still shows its pixels as they are.
+        return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                          Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS)
     # A failed or missing cell is drawn as such, never left blank.
     tile = Image.new("RGB", (size, size), (120, 20, 20))
     draw = ImageDraw.Draw(tile)
     draw.line((0, 0, size, size), fill="white", width=3)
     draw.line((0, size, size, 0), fill="white", width=3)
-    draw.text((6, 6), "FAILED" if row is not None else "MISSING", fill="white")
+    draw.text((6, 6), "FAILED" if row is not None else "MISSING", fill="white", font=_font())
     return tile
 
 
-def grid_pages(run) -> list[tuple[str, Image.Image]]:
-    """One labelled grid image per combination of page-axis values: (title, image)."""
-    table = run.table
-    x, y, pages = grid_axes(run)
-    xs, ys = _values(table, x), _values(table, y)
-    ok = table[table["status"] == "ok"]
-    native = max(Image.open(run.out_dir / ok["image"].iloc[0]).size) if len(ok) else 128
-    # The guard: a grid never grows past MAX_GRID_PX a side, however many values an axis has.
-    cell = max(32, min(256, native, MAX_GRID_PX // max(len(xs), len(ys), 1) - 8))
+def _font():
+    return ImageFont.load_default(size=13)
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, width: int, max_lines: int) -> list[str]:
+    """Break `text` into lines at most `width` px wide (over-long words are cut), `max_lines` at most."""
+    font, lines, line = _font(), [], ""
+    for word in text.split(" "):
+        trial = f"{line} {word}" if line else word
+        if draw.textlength(trial, font=font) <= width:
+            line = trial
+            continue
+        if line:
+            lines.append(line)
+        line = word
+        while len(line) > 1 and draw.textlength(line, font=font) > width:
+            cut = len(line) - 1
+            while cut > 1 and draw.textlength(line[:cut], font=font) > width:
+                cut -= 1
+            lines.append(line[:cut])
+            line = line[cut:]
+    lines.append(line)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][:-3] + "..."
+    return lines
+
+
+def _chunks(values: list, size: int) -> list[tuple[int, list]]:
+    return [(start, values[start:start + size]) for start in range(0, len(values), size)] or [(0, values)]
+
+
+@dataclass
+class GridPage:
+    """One grid image to draw: its title, column and row labels, and which table row sits in each place."""
+
+    key: str  # the page's values on the further dimensions (+ which part of a long axis): equal across runs
+    title: str
+    columns: list[str | None]
+    rows: list[str | None]
+    cells: dict[tuple[int, int], int]  # (column, row) -> index into the results table
+
+
+def _cell_px(run) -> int:
+    ok = run.table[run.table["status"] == "ok"]
+    native = max(Image.open(run.out_dir / ok["image"].iloc[0]).size) if len(ok) else CELL_PX[0]
+    return min(max(native, CELL_PX[0]), CELL_PX[1])
+
+
+def grid_layout(run, cell: int | None = None) -> list[GridPage]:
+    """Lay the cells out like the X/Y/Z plot: X and Y are the first two dimensions, one page per value of the
+    others; an axis too long for MAX_GRID_PX a side continues on further pages. Every cell has one place."""
+    dims, keys = grid_axes(run)
+    cell = cell or _cell_px(run)
+    x = keys["dim0"] if dims else pd.Series([""] * len(keys), index=keys.index, dtype=object)
+    y = keys["dim1"] if len(dims) > 1 else None
+    xs, ys = _unique(x), _unique(y)
+    per_x = max(1, (MAX_GRID_PX - (LABEL_W if y is not None else 0)) // (cell + GAP))
+    per_y = max(1, (MAX_GRID_PX - TOP_PX) // (cell + GAP))
+    page_cols = [f"dim{i}" for i in range(2, len(dims))]
+    combos = list(dict.fromkeys(zip(*(keys[c] for c in page_cols)))) if page_cols else [()]
+    pages = []
+    for combo in combos:
+        on_page = np.ones(len(keys), bool)
+        for col, value in zip(page_cols, combo):
+            on_page &= (keys[col] == value).to_numpy()
+        for y0, ypart in _chunks(ys, per_y):
+            for x0, xpart in _chunks(xs, per_x):
+                key = ", ".join(combo)
+                if len(xpart) < len(xs):
+                    key += f" [columns {x0 + 1}-{x0 + len(xpart)} of {len(xs)}]"
+                if len(ypart) < len(ys):
+                    key += f" [rows {y0 + 1}-{y0 + len(ypart)} of {len(ys)}]"
+                col_of = {v: i for i, v in enumerate(xpart)}
+                row_of = {v: i for i, v in enumerate(ypart)}
+                cells = {}
+                for idx in np.flatnonzero(on_page):
+                    xv, yv = x.iloc[idx], None if y is None else y.iloc[idx]
+                    if xv in col_of and yv in row_of:
+                        cells[(col_of[xv], row_of[yv])] = int(idx)
+                title = key.strip() or str(run.manifest["name"])
+                pages.append(GridPage(key, title, [v if dims else None for v in xpart], ypart, cells))
+    return pages
+
+
+def grid_pages(run) -> list[tuple[GridPage, Image.Image]]:
+    """The grid images of a run, labelled "name: value" on both axes: (page, image) per page."""
+    cell = _cell_px(run)
     out = []
-    for combo in itertools.product(*[_values(table, p) for p in pages]) if pages else [()]:
-        sub = table
-        for name, value in zip(pages, combo):
-            sub = sub[sub[name] == value]
-        title = ", ".join(f"{n}: {_label(v)}" for n, v in zip(pages, combo)) or run.manifest["name"]
-        left = 150 if y else 0
-        canvas = Image.new("RGB", (left + len(xs) * (cell + 4), LABEL_H * 2 + len(ys) * (cell + 4)), "white")
+    for page in grid_layout(run, cell):
+        left = LABEL_W if page.rows != [None] else 0
+        canvas = Image.new("RGB", (left + len(page.columns) * (cell + GAP), TOP_PX + len(page.rows) * (cell + GAP)),
+                           "white")
         draw = ImageDraw.Draw(canvas)
-        draw.text((4, 2), title[:200], fill="black")
-        for ci, xv in enumerate(xs):
-            if x:
-                draw.text((left + ci * (cell + 4) + 2, LABEL_H), f"{x}: {_label(xv)}"[:40], fill="black")
-            for ri, yv in enumerate(ys):
-                match = sub
-                if x:
-                    match = match[match[x] == xv]
-                if y:
-                    match = match[match[y] == yv]
-                row = match.iloc[0] if len(match) else None
-                top = LABEL_H * 2 + ri * (cell + 4)
-                canvas.paste(_cell_image(run.out_dir, row, cell), (left + ci * (cell + 4), top))
-                if y and ci == 0:
-                    draw.text((4, top + cell // 2), f"{y}: {_label(yv)}"[:24], fill="black")
-        out.append((title, canvas))
+        _text(draw, (4, 2), _wrap(draw, page.title, canvas.width - 8, 2))
+        for ci, label in enumerate(page.columns):
+            if label is not None:
+                _text(draw, (left + ci * (cell + GAP) + 2, LINE_H * 2), _wrap(draw, label, cell, 4))
+        for ri, label in enumerate(page.rows):
+            top = TOP_PX + ri * (cell + GAP)
+            if label is not None:
+                lines = _wrap(draw, label, LABEL_W - 8, max(1, cell // LINE_H))
+                _text(draw, (4, top + (cell - len(lines) * LINE_H) // 2), lines)
+            for ci in range(len(page.columns)):
+                idx = page.cells.get((ci, ri))
+                row = run.table.iloc[idx] if idx is not None else None
+                canvas.paste(_cell_image(run.out_dir, row, cell), (left + ci * (cell + GAP), top))
+        out.append((page, canvas))
     return out
+
+
+def _text(draw: ImageDraw.ImageDraw, at: tuple[int, int], lines: list[str]) -> None:
+    for n, line in enumerate(lines):
+        draw.text((at[0], at[1] + n * LINE_H), line, fill="black", font=_font())
 
 
 def _png(fig_or_img) -> bytes:
@@ -104,28 +203,32 @@ def _png(fig_or_img) -> bytes:
 
 
 def heatmaps(run, metrics: tuple[str, ...] = ("edge_f1", "style_similarity", "prompt_alignment")) -> list:
-    """A matplotlib heatmap per metric over the two main axes (mean over everything else)."""
+    """A matplotlib heatmap per metric over the two main grid dimensions (mean over everything else)."""
     import matplotlib.pyplot as plt
 
-    x, y, _ = grid_axes(run)
-    ok = run.table[run.table["status"] == "ok"]
+    dims, keys = grid_axes(run, named=False)
+    ok = run.table["status"] == "ok"
     figs = []
-    if not x or ok.empty:
+    if not dims or not ok.any():
         return figs
+    frame = keys[ok].join(run.table.loc[ok, [m for m in metrics if m in run.table]])
+    x, y = "dim0", "dim1" if len(dims) > 1 else None
     for metric in metrics:
-        if metric not in ok or ok[metric].isna().all():
+        if metric not in frame or frame[metric].isna().all():
             continue
-        pivot = ok.pivot_table(index=y, columns=x, values=metric, aggfunc="mean", sort=False) if y else \
-            ok.groupby(x, sort=False)[metric].mean().to_frame().T
-        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * pivot.shape[1], 1.0 + 0.6 * pivot.shape[0]))
-        im = ax.imshow(pivot.to_numpy(dtype=float), cmap="viridis", aspect="auto")
-        ax.set_xticks(range(pivot.shape[1]), [_label(v) for v in pivot.columns], rotation=30, ha="right")
-        ax.set_yticks(range(pivot.shape[0]), [_label(v) for v in pivot.index] if y else [metric])
-        ax.set_xlabel(x)
-        ax.set_ylabel(y or "")
-        for (i, j), v in np.ndenumerate(pivot.to_numpy(dtype=float)):
-            if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white", fontsize=8)
+        pivot = frame.pivot_table(index=y, columns=x, values=metric, aggfunc="mean", sort=False) if y else \
+            frame.groupby(x, sort=False)[metric].mean().to_frame().T
+        values = pivot.to_numpy(dtype=float)
+        fig, ax = plt.subplots(figsize=(min(16, 2.5 + 0.9 * values.shape[1]), min(12, 1.5 + 0.5 * values.shape[0])))
+        im = ax.imshow(values, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(values.shape[1]), [str(v)[:30] for v in pivot.columns], rotation=30, ha="right")
+        ax.set_yticks(range(values.shape[0]), [str(v)[:30] for v in pivot.index] if y else [metric])
+        ax.set_xlabel(" / ".join(dims[0]))
+        ax.set_ylabel(" / ".join(dims[1]) if y else "")
+        if values.size <= 400:  # numbers stay readable; beyond that the colours carry it
+            for (i, j), v in np.ndenumerate(values):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white", fontsize=8)
         ax.set_title(f"{metric} (mean)")
         fig.colorbar(im, ax=ax)
         figs.append((metric, fig))
@@ -178,10 +281,17 @@ def write_report(run) -> Path:
     parts.append(f"<p>{len(table)} cells, {failed} failed. Preset {html.escape(str(run.manifest['preset']))},"
                  f" device {html.escape(json.dumps(run.manifest['device']))}.</p>")
     parts.append("<h2>Grids</h2>")
-    for n, (title, img) in enumerate(grid_pages(run)):
+    pages = grid_pages(run)
+    for n, (page, img) in enumerate(pages):
         data = _png(img)
         atomic_write_bytes(out / f"grid_{n:02d}.png", data)
-        parts.append(f"<h3>{html.escape(title)}</h3>{_img_tag(data, title)}")
+        parts.append(f"<h3>{html.escape(page.title)}</h3>{_img_tag(data, page.title)}")
+    for stale in out.glob("grid_*.png"):
+        # Pages a previous report had beyond this one's count would otherwise pass for current ones.
+        if stale.stem[5:].isdigit() and int(stale.stem[5:]) >= len(pages):
+            stale.unlink()
+    if failed:
+        parts.append("<h2>Failed cells</h2>" + _html_table(table.loc[table["status"] != "ok", _result_columns(table)]))
     maps = heatmaps(run)
     if maps:
         parts.append("<h2>Metrics</h2>" + "".join(_img_tag(_png(fig), m) for m, fig in maps))
@@ -194,11 +304,16 @@ def write_report(run) -> Path:
     parts.append("<h2>Results</h2><p>Every column, and the resolved parameters of each cell, are in"
                  " results.csv beside this file.</p>" + _html_table(table[_result_columns(table)]))
     parts.append("<h2>Provenance</h2><pre>" + html.escape(json.dumps(run.manifest, indent=2)) + "</pre>")
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>sdrag sweep</title><style>"
+    return atomic_write_bytes(out / "report.html", _page(f"sdrag sweep {run.manifest['name']}", "\n".join(parts)))
+
+
+def _page(title: str, body: str) -> bytes:
+    """A self-contained HTML page: inline style, images as data URIs, nothing fetched."""
+    return ("<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>"
             "body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;font-size:12px}"
-            "td,th{border:1px solid #ccc;padding:2px 4px} img{max-width:100%}</style></head><body>"
-            + "\n".join(parts) + "</body></html>")
-    return atomic_write_bytes(out / "report.html", page.encode("utf-8"))
+            "td,th{border:1px solid #ccc;padding:2px 4px;vertical-align:top} img{max-width:100%}</style></head>"
+            f"<body>{body}</body></html>").encode()
 
 
 def load_run(out_dir: str | Path):
@@ -239,13 +354,18 @@ def compare_runs(run_dirs, out_path: str | Path | None = None) -> pd.DataFrame:
             merged[f"{metric} delta[{i}-0]"] = merged[f"{metric}[{i}]"] - merged[f"{metric}[0]"]
     merged = merged.reset_index()
     if out_path is not None:
-        names = [html.escape(f"[{i}] {r.manifest['name']} ({r.out_dir})") for i, r in enumerate(runs)]
-        cols = []
-        for name, run in zip(names, runs):
-            grids = "".join(_img_tag(_png(img), title) for title, img in grid_pages(run)[:4])
-            cols.append(f"<td style='vertical-align:top'><h3>{name}</h3>{grids}</td>")
-        page = ("<!doctype html><html><head><meta charset='utf-8'><title>sdrag comparison</title></head><body>"
-                "<h1>Sweep comparison</h1><table><tr>" + "".join(cols) + "</tr></table><h2>Metrics</h2>"
-                + _html_table(merged) + "</body></html>")
-        atomic_write_bytes(Path(out_path), page.encode("utf-8"))
+        names = [f"[{i}] {r.manifest['name']}" for i, r in enumerate(runs)]
+        heads = "".join(f"<th>{html.escape(name)}</th>" for name in names)
+        pages = [{page.key: (page.title, img) for page, img in grid_pages(r)} for r in runs]
+        rows = []
+        for key in dict.fromkeys(k for p in pages for k in p):
+            # The same page of every run in one row, so equal axes line up side by side.
+            cells = "".join(f"<td>{_img_tag(_png(p[key][1]), p[key][0]) if key in p else 'not in this run'}</td>"
+                            for p in pages)
+            rows.append(f"<tr><th>{html.escape(key or 'all cells')}</th>{cells}</tr>")
+        folders = "".join(f"<li>[{i}] {html.escape(str(r.out_dir))}</li>" for i, r in enumerate(runs))
+        body = (f"<h1>Sweep comparison</h1><ul>{folders}</ul><h2>Metrics (deltas to run 0)</h2>"
+                + _html_table(merged) + f"<h2>Grids</h2><table><tr><th></th>{heads}</tr>" + "".join(rows)
+                + "</table>")
+        atomic_write_bytes(Path(out_path), _page("sdrag comparison", body))
     return merged

@@ -1,0 +1,273 @@
+"""Sweep specs: base parameters with axes, zipped axes and explicit cells, expanded and validated up front."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ParameterError, SdragError
+from .files import safe_name
+from .params import Params
+from .presets import PRESET_NAMES
+
+SPEC_KEYS = ("name", "preset", "sketch", "styles", "library", "base", "axes", "zip", "cells", "batch",
+             "metrics", "edge_tolerance")
+# Pseudo-axes that set one side of the Canny pair, so low and high can be separate grid axes.
+CANNY_SIDES = {"canny_low": 0, "canny_high": 1}
+MAX_CELLS = 100_000
+
+
+class SweepError(SdragError):
+    """A sweep spec is malformed, or a run folder belongs to another sweep."""
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep: base parameters, axes (full factorial), zipped axes and explicit cells."""
+
+    name: str
+    base: dict = field(default_factory=dict)
+    axes: dict[str, list] = field(default_factory=dict)
+    zip: dict[str, list] = field(default_factory=dict)
+    cells: list[dict] = field(default_factory=list)
+    preset: str = "tiny"
+    sketch: str | None = None
+    styles: str | None = None
+    library: str | None = None
+    batch: int = 4
+    metrics: bool = True
+    edge_tolerance: int = 2
+    source_dir: Path | None = None
+
+    def to_dict(self) -> dict:
+        """The spec as plain JSON data (what the manifest records)."""
+        return {k: getattr(self, k) for k in SPEC_KEYS}
+
+    def expand(self) -> list[dict]:
+        """Every cell's parameter overrides, in spec order: axes grid x zipped rows x explicit cells."""
+        grid_names = list(self.axes)
+        grid = [dict(zip(grid_names, combo)) for combo in itertools.product(*self.axes.values())]
+        zipped = [dict(zip(self.zip, row)) for row in zip(*self.zip.values())] if self.zip else [{}]
+        explicit = self.cells or [{}]
+        return [{**g, **z, **c} for g in grid for z in zipped for c in explicit]
+
+    def resolve_path(self, path: str) -> Path:
+        """A path from the spec: relative ones are looked up beside the spec file first."""
+        p = Path(path).expanduser()
+        if not p.is_absolute() and self.source_dir is not None and (self.source_dir / p).exists():
+            return self.source_dir / p
+        return p
+
+
+def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
+    """Parse a YAML file or a dict into a SweepSpec, expanding ranges; structural errors all at once."""
+    import yaml
+
+    if isinstance(spec, SweepSpec):
+        return spec
+    source_dir = None
+    if isinstance(spec, (str, Path)):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise SweepError(f"Sweep spec not found: {path}. Fix: pass a YAML file or a dict.")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise SweepError(f"Cannot parse the sweep spec {path}: {exc}") from None
+        source_dir = path.parent
+        if isinstance(data, dict):
+            data.setdefault("name", path.stem)
+    else:
+        data = spec
+    if not isinstance(data, dict):
+        raise SweepError("A sweep spec must be a mapping with keys such as base, axes, zip, cells.")
+    problems: list[str] = []
+    unknown = sorted(map(str, set(data) - set(SPEC_KEYS)))
+    if unknown:
+        problems.append(f"unknown spec key(s) {unknown}; known: {', '.join(SPEC_KEYS)}")
+    known_names = set(Params.names()) | set(CANNY_SIDES)
+    base = data.get("base") or {}
+    if not isinstance(base, dict):
+        problems.append("base must be a mapping of parameters")
+        base = {}
+    axes = _axes(data.get("axes"), "axes", known_names, problems)
+    zipped = _axes(data.get("zip"), "zip", known_names, problems)
+    if zipped and len({len(v) for v in zipped.values()}) > 1:
+        problems.append(f"zip axes must have equal lengths, got { {k: len(v) for k, v in zipped.items()} }")
+    cells = data.get("cells") or []
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        problems.append("cells must be a list of parameter mappings")
+        cells = []
+    for c in cells:
+        for name in sorted(map(str, set(c) - known_names)):
+            problems.append(f"cells: unknown parameter {name!r}")
+    for name in sorted(map(str, set(base) - set(Params.names()))):
+        problems.append(f"base: unknown parameter {name!r}")
+    name = data.get("name", "sweep")
+    try:
+        safe_name(str(name), "sweep name")
+    except ParameterError as exc:
+        problems.append(str(exc))
+    batch = data.get("batch", 4)
+    if not _whole(batch, 1, 64):
+        problems.append(f"batch must be a whole number from 1 to 64, got {batch!r}")
+    tolerance = data.get("edge_tolerance", 2)
+    if not _whole(tolerance, 0, 64):
+        problems.append(f"edge_tolerance must be a whole number of pixels from 0 to 64, got {tolerance!r}")
+    metrics = data.get("metrics", True)
+    if not isinstance(metrics, bool):
+        problems.append(f"metrics must be true or false, got {metrics!r}")
+    preset = data.get("preset", "tiny")
+    if preset not in PRESET_NAMES:
+        problems.append(f"preset must be one of {', '.join(PRESET_NAMES)}; got {preset!r}")
+    for key in ("sketch", "styles", "library"):
+        if data.get(key) is not None and (not isinstance(data[key], str) or "\x00" in data[key]):
+            problems.append(f"{key} must be a path (a string), got {data[key]!r}")
+    size = math.prod(len(v) for v in axes.values()) * (len(next(iter(zipped.values()))) if zipped else 1) * \
+        max(len(cells), 1)
+    if size > MAX_CELLS:
+        problems.append(f"the spec expands to {size} cells, more than {MAX_CELLS}; split it into several sweeps")
+    if problems:
+        raise SweepError("Invalid sweep spec:\n  - " + "\n  - ".join(problems))
+    return SweepSpec(name=str(name), base=base, axes=axes, zip=zipped, cells=cells, preset=preset,
+                     sketch=data.get("sketch"), styles=data.get("styles"), library=data.get("library"),
+                     batch=batch, metrics=metrics, edge_tolerance=tolerance, source_dir=source_dir)
+
+
+def _whole(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _axes(raw: Any, where: str, known: set[str], problems: list[str]) -> dict[str, list]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where} must be a mapping of parameter name to a list of values")
+        return {}
+    out = {}
+    for name, values in raw.items():
+        if name not in known:
+            problems.append(f"{where}: unknown parameter {name!r}; known: {', '.join(sorted(known))}")
+            continue
+        expanded = _range(values, f"{where}.{name}", problems)
+        if expanded is not None:
+            if not expanded:
+                problems.append(f"{where}.{name} has no values")
+            out[name] = expanded
+    return out
+
+
+def _range(values: Any, where: str, problems: list[str]) -> list | None:
+    """Expand {linspace: [start, stop, num]} and {range: [start, stop, step]}; lists pass through."""
+    if isinstance(values, list):
+        return values
+    if isinstance(values, dict) and len(values) == 1 and next(iter(values)) in ("linspace", "range"):
+        kind, args = next(iter(values.items()))
+        ok = isinstance(args, list) and len(args) == 3 and all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in args)
+        if kind == "linspace" and ok and isinstance(args[2], int) and 1 <= args[2] <= 1000:
+            return [round(float(v), 10) for v in np.linspace(args[0], args[1], args[2])]
+        if kind == "range" and ok and args[2] != 0 and abs((args[1] - args[0]) / args[2]) <= 1000:
+            vals = np.arange(args[0], args[1], args[2])
+            return [int(v) if float(v).is_integer() and all(isinstance(a, int) for a in args) else float(v)
+                    for v in vals]
+        problems.append(f"{where}: bad {kind} {args!r}; use linspace: [start, stop, count] or range: [start, stop, "
+                        "step]")
+        return None
+    problems.append(f"{where} must be a list of values or a linspace/range mapping, got {values!r}")
+    return None
+
+
+def cell_params(spec: SweepSpec, overrides: dict) -> Params:
+    """The Params of one cell (unresolved): base, then the cell's overrides (canny_low/high folded in)."""
+    merged = {**spec.base, **{k: v for k, v in overrides.items() if k not in CANNY_SIDES}}
+    if any(k in overrides for k in CANNY_SIDES):
+        canny = merged.get("canny", Params().canny)
+        canny = list(canny) if isinstance(canny, (list, tuple)) and len(canny) == 2 else [None, None]
+        for side, idx in CANNY_SIDES.items():
+            if side in overrides:
+                canny[idx] = overrides[side]
+        merged["canny"] = canny
+    return Params.from_dict(merged)
+
+
+def validate(spec: SweepSpec) -> list[Params]:
+    """Resolve every cell; raise one ParameterError naming every bad value and the axis values behind it."""
+    failures: dict[str, list[dict]] = {}
+    resolved: list[Params] = []
+    for overrides in spec.expand():
+        try:
+            resolved.append(cell_params(spec, overrides).resolved())
+        except ParameterError as exc:
+            for line in _lines(exc):
+                failures.setdefault(line, []).append(overrides)
+    problems = []
+    for line, cells in failures.items():
+        # The axis values every failing cell shares are the ones to blame.
+        common = {k: v for k, v in cells[0].items() if all(_same(c.get(k), v) for c in cells)}
+        where = ", ".join(f"{k} = {v!r}" for k, v in common.items()) or "base"
+        problems.append(f"{where}: {line} ({len(cells)} cell{'s' if len(cells) > 1 else ''})")
+    if not failures:
+        if any(isinstance(p.seed, list) for p in resolved):
+            problems.append("a sweep cell takes one seed; put several seeds on a 'seed' axis instead")
+        problems += _duplicates(spec.expand(), resolved)
+    if problems:
+        more = f"\n  ... and {len(problems) - 30} more" if len(problems) > 30 else ""
+        raise ParameterError("Invalid sweep values:\n  - " + "\n  - ".join(problems[:30]) + more)
+    return resolved
+
+
+def _duplicates(overrides: list[dict], resolved: list[Params]) -> list[str]:
+    """Cells that resolve to the same parameters would be one image counted twice: name them."""
+    first: dict[str, int] = {}
+    out = []
+    for i, p in enumerate(resolved):
+        key = json.dumps(p.to_dict(), sort_keys=True, default=str)
+        if key in first:
+            out.append(f"cells {first[key]} ({_show(overrides[first[key]])}) and {i} ({_show(overrides[i])}) "
+                       "resolve to the same parameters; remove the repeated value")
+        else:
+            first[key] = i
+    return out
+
+
+def _show(overrides: dict) -> str:
+    return ", ".join(f"{k} = {v!r}" for k, v in overrides.items()) or "base"
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _lines(exc: ParameterError) -> list[str]:
+    text = str(exc)
+    if text.startswith("Invalid parameters:"):
+        return [ln.strip()[2:] for ln in text.splitlines()[1:] if ln.strip().startswith("- ")]
+    return [text]
+
+
+def cell_id(p: Params, context: dict) -> str:
+    """Content hash of a cell's resolved parameters and what they act on (preset, sketch)."""
+    blob = json.dumps({"params": p.to_dict(), **context}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def grid_dims(spec: dict) -> list[list[str]]:
+    """The report's grid dimensions, each a list of names that vary together: every axis alone, the zipped
+    axes as one, the explicit cells as one; seeds last (X/Y/Z plot order: the first two are X and Y)."""
+    axes, zipped, cells = spec.get("axes") or {}, spec.get("zip") or {}, spec.get("cells") or []
+    dims = [[name] for name in axes if name != "seed"]
+    if zipped:
+        dims.append(list(zipped))
+    if cells:
+        dims.append(list(dict.fromkeys(k for c in cells for k in c)))
+    if "seed" in axes:
+        dims.append(["seed"])
+    return dims
