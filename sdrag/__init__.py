@@ -11,6 +11,7 @@ from .errors import (
     GenerationCancelled,
     InputError,
     LibraryError,
+    MemoryExhaustedError,
     ParameterError,
     SdragError,
     StorageError,
@@ -28,7 +29,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "IP_SCALE_PRESETS", "SAMPLE_SKETCH", "GenerationCancelled", "IngestReport", "InputError", "LibraryError",
-    "ModelSpec", "ParameterError", "Params", "Result", "SdragError", "StorageError", "Style", "StyleLibrary",
-    "StyleNotFoundError", "SweepError", "SweepFailed", "SweepRun", "WeightsUnavailableError", "Workbench",
-    "canny_edges", "get_spec", "load_image", "load_spec", "reproduce", "run_sweep",
+    "MemoryExhaustedError", "ModelSpec", "ParameterError", "Params", "Result", "SdragError", "StorageError",
+    "Style", "StyleLibrary", "StyleNotFoundError", "SweepError", "SweepFailed", "SweepRun",
+    "WeightsUnavailableError", "Workbench", "canny_edges", "get_spec", "load_image", "load_spec", "reproduce",
+    "run_sweep",
 ]

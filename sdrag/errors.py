@@ -35,5 +35,9 @@ class StorageError(SdragError, OSError):
     """A file could not be written (disk full, no permission); what was there before is intact."""
 
 
+class MemoryExhaustedError(SdragError, RuntimeError):
+    """The GPU ran out of memory even with every memory saver on."""
+
+
 class GenerationCancelled(SdragError):
     """A generation was stopped on request (its progress callback returned False)."""

@@ -65,7 +65,7 @@ class Generator:
             )
         with quiet_loading():
             self.pipe = self._load(spec, load_kwargs(spec, local_only))
-        self._apply_memory()
+        self._apply_memory(self.memory)
         self._scheduler_config = dict(self.pipe.scheduler.config)
         self._check_ip_active()
 
@@ -101,19 +101,28 @@ class Generator:
 
     # -- set-up checks ----------------------------------------------------------------------------------
 
-    def _apply_memory(self) -> None:
+    def use_memory(self, memory: MemoryOptions) -> MemoryOptions:
+        """Switch on more memory savers in the loaded pipeline (never off); return the ones newly applied."""
+        new = MemoryOptions(**{k: v and not getattr(self.memory, k) for k, v in asdict(memory).items()})
+        if any(asdict(new).values()):
+            self._apply_memory(new)
+            self.memory = MemoryOptions(**{k: v or getattr(self.memory, k) for k, v in asdict(memory).items()})
+            self._check_ip_active()
+        return new
+
+    def _apply_memory(self, memory: MemoryOptions) -> None:
         from diffusers.models.attention_processor import Attention
 
-        if self.memory.attention_slicing:
+        if memory.attention_slicing:
             # Only self-attention is sliced: it holds the big (HW x HW) maps, and slicing cross-attention
             # would replace the IP-Adapter processors and silently switch IP-Adapter off.
             for module in self.pipe.unet.modules():
                 if isinstance(module, Attention) and not module.is_cross_attention:
                     module.set_attention_slice(max(1, module.heads // 2))
             self.pipe.controlnet.set_attention_slice("auto")
-        if self.memory.vae_tiling:
+        if memory.vae_tiling:
             self.pipe.vae.enable_tiling()
-        if self.memory.cpu_offload:
+        if memory.cpu_offload:
             self.pipe.enable_model_cpu_offload(device=self.device)
 
     def _check_ip_active(self) -> None:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from .errors import SdragError, StorageError
 from .files import atomic_write_bytes, atomic_write_json
+from .generate import MemoryOptions
 from .images import SAMPLE_SKETCH, load_image
 from .params import Params
 from .spec import SweepError, SweepSpec, cell_id, cell_params, load_spec, validate
@@ -216,7 +217,8 @@ def _run_chunk(wb, sp: SweepSpec, sketch, plan: _Plan, chunk, missing, batch_no,
                    # Full precision: reproduce() blends with exactly these weights.
                    references=";".join(f"{s.id}:{w!r}" for s, w in res.references),
                    retrieved=";".join(f"{h.id}:{h.score:.4f}" for h in res.hits if h.score is not None),
-                   memory=json.dumps(res.info.get("memory", {}), sort_keys=True),
+                   # Memory savers in effect, and the ones an out-of-memory retry switched on for this batch.
+                   memory=json.dumps({**res.info["memory"], "oom_fallback": res.info["oom_fallback"]}),
                    image=str(image_path.relative_to(out)), image_sha256=hashlib.sha256(data).hexdigest(),
                    edges_sha256=edges_sha, batch_seeds=batch_seeds)
         for name, values in metrics.items():
@@ -345,6 +347,9 @@ def reproduce(run_dir: str | Path, cell: str, workbench=None) -> tuple[Any, bool
                          " run's backup; the manifest records its sha256.")
     wb = workbench or Workbench.from_preset(run.manifest["preset"], library_dir=run.manifest["library"]["path"])
     _check_weights(run.manifest["weights"], provenance.weight_hashes(wb.spec))
+    memory = json.loads(row["memory"])
+    # Memory savers change the arithmetic: rerun with those the cell ran with (they only ever switch on).
+    wb.generator.use_memory(MemoryOptions(**{k: memory[k] for k in MemoryOptions.__dataclass_fields__}))
     res = wb.run(sketch, params=params)
     if hashlib.sha256(res.edges.tobytes()).hexdigest() != row["edges_sha256"]:
         raise SweepError(f"The Canny map of cell {cell} differs from the recorded one (another OpenCV build?);"

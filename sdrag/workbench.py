@@ -8,7 +8,7 @@ import io
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from PIL import Image
 
 from .cache import StageCache
 from .canny import edges_of
-from .errors import ParameterError
+from .errors import MemoryExhaustedError, ParameterError
 from .files import atomic_save_image, atomic_write_bytes, atomic_write_json, safe_name
 from .generate import Generator, MemoryOptions, Progress
 from .images import ImageLike, fit_image, load_image
@@ -246,6 +246,13 @@ class Workbench:
         """
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
+        if isinstance(params, dict):
+            params = Params.from_dict(params)
+        elif params is not None and not isinstance(params, Params):
+            raise ParameterError(f"params must be a Params object or a dict, got {type(params).__name__}."
+                                 " Fix: pass sdrag.Params(...) or keyword arguments.")
+        if progress is not None and not isinstance(progress, bool) and not callable(progress):
+            raise ParameterError(f"progress must be a callable(step, total), True or None; got {progress!r}.")
         p = (params or Params()).update(**kwargs, **({"prompt": prompt} if prompt else {})).resolved()
         image = load_image(sketch)
         if self._generator is None:
@@ -266,25 +273,57 @@ class Workbench:
         timings["embed"] = time.perf_counter() - t
         t = time.perf_counter()
         with _progress_bar(progress, p.steps) as callback:
-            images = gen.generate(edges, p, style=style, prompt_embeds=prompt_embeds, progress=callback)
+            images, fallback = self._generate(edges, p, style, prompt_embeds, callback)
         timings["generate"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         # The recorded style is what was used, so Params.from_dict(res.params) reproduces the image.
         record = p.update(style=[(s.id, w) for s, w in refs]).to_dict()
-        info = {**gen.info(), "retrieved": p.style is None, "ip_adapter_layers": layer_scales(p.ip_adapter_scale)}
+        info = {**gen.info(), "retrieved": p.style is None, "ip_adapter_layers": layer_scales(p.ip_adapter_scale),
+                "oom_fallback": fallback}
+        notes = self._notes(p) + [f"Out of GPU memory: retried with {step}; it stays on for this workbench."
+                                  for step in fallback]
         return Result(images=images, edges=edges, sketch=fitted, hits=hits, references=refs, params=record,
-                      timings=timings, info=info, notes=self._notes(p))
+                      timings=timings, info=info, notes=notes)
+
+    def _generate(self, edges: Image.Image, p: Params, style, prompt_embeds, progress) -> tuple[list, list[str]]:
+        """Generate; on CUDA out-of-memory retry once per rung of OOM_LADDER. Returns (images, rungs used)."""
+        import torch
+
+        used: list[str] = []
+        for rung in (None, *OOM_LADDER):
+            if rung is not None:
+                added = self.generator.use_memory(rung)
+                if not any(asdict(added).values()):
+                    continue  # already on: retrying the same way would fail the same way
+                used.append("+".join(k for k, v in asdict(added).items() if v))
+            try:
+                return self.generator.generate(edges, p, style=style, prompt_embeds=prompt_embeds,
+                                               progress=progress), used
+            except torch.cuda.OutOfMemoryError as exc:
+                error = exc
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        raise MemoryExhaustedError(
+            f"Out of GPU memory at {p.width_height[0]}x{p.width_height[1]} with {len(p.seeds)} image(s) per call,"
+            f" even with attention slicing, VAE tiling and CPU offload ({str(error).splitlines()[0]}). Fix: lower"
+            " size, or give fewer seeds per call (a sweep's batch)."
+        ) from None
 
     def _notes(self, p: Params) -> list[str]:
         """Things the user should know about how their parameters were read."""
         notes = []
         tok = self.generator.pipe.tokenizer
         for name in ("prompt", "negative_prompt"):
-            n = len(tok(getattr(p, name)).input_ids)
+            # Counting only: verbose=False keeps the tokenizer from warning of "indexing errors" here.
+            n = len(tok(getattr(p, name), verbose=False).input_ids)
             if n > tok.model_max_length:
                 notes.append(f"{name} has {n} tokens; CLIP reads only the first {tok.model_max_length} (the rest"
                              " is ignored). Shorten it to use all of it.")
         return notes
+
+
+# What a generation that ran out of GPU memory retries with, in order (each rung once).
+OOM_LADDER = (MemoryOptions(attention_slicing=True, vae_tiling=True), MemoryOptions(cpu_offload=True))
 
 
 @contextlib.contextmanager

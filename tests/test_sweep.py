@@ -302,3 +302,47 @@ def test_cli_exits_1_with_a_summary_when_every_cell_fails(tmp_path, capsys):
     spec_file.write_text(yaml.safe_dump({"base": BASE, "library": str(lib), "axes": {"style": ["nope"]}}))
     assert main(["sweep", str(spec_file), "--out", str(tmp_path / "out2")]) == 2
     assert "Unknown styles in the sweep" in capsys.readouterr().err
+
+
+def _oom_on(wb, monkeypatch, seed, times):
+    """Make generation run out of (simulated) CUDA memory `times` times for batches holding `seed`."""
+    import torch
+
+    original, raised = wb.generator.generate, []
+
+    def generate(control, params, **kw):
+        if seed in params.seeds and len(raised) < times:
+            raised.append(dict(wb.generator.info()["memory"]))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return original(control, params, **kw)
+
+    monkeypatch.setattr(wb.generator, "generate", generate)
+    return raised
+
+
+def test_out_of_memory_retries_with_savers_and_records_it(tmp_path, monkeypatch):
+    wb = sdrag.Workbench.from_preset("tiny", library_dir=tmp_path / "lib")  # its savers stay on: not the shared one
+    raised = _oom_on(wb, monkeypatch, seed=0, times=1)
+    run = run_sweep(small_spec(batch=2, metrics=False), out_dir=tmp_path / "run", workbench=wb, progress=False,
+                    report=False)
+    assert (run.table["status"] == "ok").all() and raised == [{"attention_slicing": False, "vae_tiling": False,
+                                                                "cpu_offload": False}]
+    memory = [json.loads(m) for m in run.table.sort_values("batch")["memory"]]
+    assert memory[0] == {"attention_slicing": True, "vae_tiling": True, "cpu_offload": False,
+                         "oom_fallback": ["attention_slicing+vae_tiling"]}
+    assert memory[-1]["attention_slicing"] and memory[-1]["oom_fallback"] == []  # later batches keep the savers
+    assert len(wb.generator.ip_processors()) == 16  # IP-Adapter still on every cross-attention layer
+    fresh = sdrag.Workbench.from_preset("tiny", library_dir=tmp_path / "lib")
+    cell = run.table.sort_values("batch")["cell_id"].iloc[0]
+    assert sdrag.reproduce(run.out_dir, cell, workbench=fresh)[1]  # the recorded savers are applied again
+
+
+def test_out_of_memory_on_every_rung_fails_only_that_cell(tmp_path, monkeypatch):
+    wb = sdrag.Workbench.from_preset("tiny", library_dir=tmp_path / "lib")
+    raised = _oom_on(wb, monkeypatch, seed=1, times=99)
+    spec = {"base": BASE, "batch": 1, "metrics": False, "axes": {"seed": [0, 1]}}
+    run = run_sweep(spec, out_dir=tmp_path / "run", workbench=wb, progress=False, report=False)
+    assert [m["cpu_offload"] for m in raised] == [False, False, True] and raised[1]["attention_slicing"]
+    failed = run.table.set_index("seed").loc[1]
+    assert failed["status"] == "failed" and failed["error"].startswith("MemoryExhaustedError: Out of GPU memory")
+    assert "Fix: lower size" in failed["error"] and run.table.set_index("seed").loc[0, "status"] == "ok"
