@@ -3,7 +3,8 @@
 Pipeline stages, one module each: presets (which weights) -> tiny (offline stand-ins) -> images (read
 and fit inputs) -> canny (edge map) -> embed (CLIP vectors) -> library (ChromaDB styles) -> params (one
 parameters object) -> generate (SD1.5 + ControlNet + IP-Adapter) -> workbench (the chain and its Result)
--> sweep (grids of runs, resumable) -> metrics -> report; cache, provenance and files serve them.
+-> spec (sweep grids, checked up front) -> sweep (runs them, resumable) -> metrics -> report; cache,
+provenance and files serve them.
 """
 
 from .canny import canny_edges
