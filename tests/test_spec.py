@@ -79,3 +79,34 @@ def test_grid_dims_keep_zipped_and_explicit_cells_together_and_seeds_last():
                       "cells": [{"steps": 2}, {"steps": 3, "controlnet_scale": 0.5}]})
     assert grid_dims(spec.to_dict()) == [["guidance"], ["canny_low", "canny_high"], ["steps", "controlnet_scale"],
                                          ["seed"]]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("- just\n- a list\n", "must be a mapping"),
+    ("base: {steps: [1,\n", "Cannot parse the sweep spec"),
+    ("base: {prompt: x}\naxes: {1: [1], null: [2]}\n", "unknown parameter 1"),
+    ("name: /etc/passwd\n", "not a plain name"),
+    ("name: ..\n", "not a plain name"),
+    ("axes: {seed: {range: [0, .inf, 1]}}\n", "bad range"),
+], ids=["list", "broken-yaml", "odd-keys", "absolute-name", "dotdot-name", "infinite-range"])
+def test_hostile_spec_files_get_one_clear_error(tmp_path, text, needle):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(SweepError, match=needle):
+        load_spec(path)
+
+
+def test_hostile_spec_bytes_and_values(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"\xff\xfe\x00garbage\x00")
+    with pytest.raises(SweepError, match="Cannot parse"):
+        load_spec(path)
+    with pytest.raises(SweepError, match="not a plain name"):
+        load_spec({"name": "run\x00name"})
+    spec = load_spec({"base": BASE, "axes": {"guidance": [float("nan"), float("inf"), -1.0, True, "7"]}})
+    with pytest.raises(ParameterError) as err:
+        validate(spec)
+    assert str(err.value).count("guidance must be a number") == 5
+    long_prompt = "a city " * 1500  # 10,500 characters: valid, CLIP's 77-token cut is noted per run
+    rtl = "مدينة نيون في الليل 🌃 <b>"
+    assert len(validate(load_spec({"base": BASE, "axes": {"prompt": [long_prompt, rtl]}}))) == 2
