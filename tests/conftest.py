@@ -42,3 +42,19 @@ def wb(tmp_path_factory):
     report = bench.library.ingest(STYLES)
     assert report.added, report.table()
     return bench.load()
+
+
+def fail_generation(wb, monkeypatch, error, seed=None, times=None) -> list[dict]:
+    """Make `wb`'s generation raise `error()` for calls holding `seed` (every call if None), at most `times` times.
+
+    Returns, per raised error, the memory savers that were on at the time."""
+    original, raised = wb.generator.generate, []
+
+    def generate(control, params, **kw):
+        if (seed is None or seed in params.seeds) and (times is None or len(raised) < times):
+            raised.append(dict(wb.generator.info()["memory"]))
+            raise error()
+        return original(control, params, **kw)
+
+    monkeypatch.setattr(wb.generator, "generate", generate)
+    return raised

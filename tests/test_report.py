@@ -3,6 +3,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import yaml
+from conftest import fail_generation
 from PIL import Image
 
 import sdrag
@@ -58,14 +59,7 @@ def test_grid_guard_spills_a_long_axis_onto_further_pages(wb, tmp_path, monkeypa
 
 
 def test_failed_cells_are_drawn_as_failed(wb, tmp_path, monkeypatch):
-    original = wb.generator.generate
-
-    def flaky(control, params, **kw):
-        if 1 in params.seeds:
-            raise RuntimeError("simulated")
-        return original(control, params, **kw)
-
-    monkeypatch.setattr(wb.generator, "generate", flaky)
+    fail_generation(wb, monkeypatch, lambda: RuntimeError("simulated"), seed=1)
     run = quick(wb, tmp_path, "r", {"axes": {"guidance": [3.0, 5.0], "steps": [1, 2], "seed": [0, 1]}, "batch": 1})
     page, img = grid_pages(run)[1]
     assert page.title == "seed: 1" and all(run.table.iloc[i]["status"] == "failed" for i in page.cells.values())

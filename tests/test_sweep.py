@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import yaml
+from conftest import fail_generation
 from PIL import Image
 
 import sdrag
@@ -85,13 +86,7 @@ def test_batched_equals_one_call_per_cell_within_one_grey_level(wb, tmp_path):
 
 def test_failing_cells_are_recorded_and_the_sweep_goes_on(wb, tmp_path, monkeypatch):
     original = wb.generator.generate
-
-    def flaky(control, params, **kw):
-        if 1 in params.seeds:
-            raise RuntimeError("CUDA out of memory (simulated)")
-        return original(control, params, **kw)
-
-    monkeypatch.setattr(wb.generator, "generate", flaky)
+    fail_generation(wb, monkeypatch, lambda: RuntimeError("CUDA out of memory (simulated)"), seed=1)
     spec = small_spec(batch=1, base=dict(BASE, prompt="<script>alert(1)</script>"))
     run = run_sweep(spec, out_dir=tmp_path / "run", workbench=wb, progress=False)
     failed = run.failed
@@ -106,10 +101,7 @@ def test_failing_cells_are_recorded_and_the_sweep_goes_on(wb, tmp_path, monkeypa
 
 
 def test_a_sweep_whose_every_cell_fails_raises(wb, tmp_path, monkeypatch):
-    def broken(*args, **kw):
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(wb.generator, "generate", broken)
+    fail_generation(wb, monkeypatch, lambda: RuntimeError("boom"))
     with pytest.raises(SweepFailed, match="All 8 cells"):
         run_sweep(small_spec(), out_dir=tmp_path / "run", workbench=wb, progress=False, report=False)
     assert (tmp_path / "run" / "results.csv").is_file()
@@ -304,25 +296,15 @@ def test_cli_exits_1_with_a_summary_when_every_cell_fails(tmp_path, capsys):
     assert "Unknown styles in the sweep" in capsys.readouterr().err
 
 
-def _oom_on(wb, monkeypatch, seed, times):
-    """Make generation run out of (simulated) CUDA memory `times` times for batches holding `seed`."""
+def _oom():
     import torch
 
-    original, raised = wb.generator.generate, []
-
-    def generate(control, params, **kw):
-        if seed in params.seeds and len(raised) < times:
-            raised.append(dict(wb.generator.info()["memory"]))
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-        return original(control, params, **kw)
-
-    monkeypatch.setattr(wb.generator, "generate", generate)
-    return raised
+    return torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
 
 
 def test_out_of_memory_retries_with_savers_and_records_it(tmp_path, monkeypatch):
     wb = sdrag.Workbench.from_preset("tiny", library_dir=tmp_path / "lib")  # its savers stay on: not the shared one
-    raised = _oom_on(wb, monkeypatch, seed=0, times=1)
+    raised = fail_generation(wb, monkeypatch, _oom, seed=0, times=1)
     run = run_sweep(small_spec(batch=2, metrics=False), out_dir=tmp_path / "run", workbench=wb, progress=False,
                     report=False)
     assert (run.table["status"] == "ok").all() and raised == [{"attention_slicing": False, "vae_tiling": False,
@@ -339,7 +321,7 @@ def test_out_of_memory_retries_with_savers_and_records_it(tmp_path, monkeypatch)
 
 def test_out_of_memory_on_every_rung_fails_only_that_cell(tmp_path, monkeypatch):
     wb = sdrag.Workbench.from_preset("tiny", library_dir=tmp_path / "lib")
-    raised = _oom_on(wb, monkeypatch, seed=1, times=99)
+    raised = fail_generation(wb, monkeypatch, _oom, seed=1)
     spec = {"base": BASE, "batch": 1, "metrics": False, "axes": {"seed": [0, 1]}}
     run = run_sweep(spec, out_dir=tmp_path / "run", workbench=wb, progress=False, report=False)
     assert [m["cpu_offload"] for m in raised] == [False, False, True] and raised[1]["attention_slicing"]
