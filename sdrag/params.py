@@ -201,15 +201,17 @@ def _style(value: Any, errors: list[str]) -> Any:
     if value is None or value == "auto":
         return None
     if isinstance(value, str):
+        if not value.strip():
+            errors.append("style is an empty string. Fix: use None or 'auto' to retrieve, or a style id or name.")
         return value
     pairs = list(value.items()) if isinstance(value, dict) else value
     if isinstance(pairs, (list, tuple)) and pairs:
         out = []
         for item in pairs:
-            if isinstance(item, str):
+            if isinstance(item, str) and item.strip():
                 out.append((item, 1.0))
             elif (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
-                  and _is_number(item[1]) and math.isfinite(item[1]) and item[1] > 0):
+                  and item[0].strip() and _is_number(item[1]) and math.isfinite(item[1]) and item[1] > 0):
                 out.append((item[0], float(item[1])))
             else:
                 errors.append(f"style blend entries must be (style id, weight > 0); got {item!r}.")
@@ -270,13 +272,19 @@ def _scale_map(block_map: dict, factor: float) -> dict:
         given = block_map.get(part, {})
         if not isinstance(given, dict):
             given = {f"block_{i}": given for i in layout}
+        valid = [f"block_{i}" for i in layout]
         for key in given:
-            idx = key.removeprefix("block_")
-            if not idx.isdigit() or int(idx) not in layout:
-                valid = ", ".join(f"block_{i}" for i in layout)
+            # Exact names only: 'block_01' or 1 would otherwise be skipped silently, leaving that block at 0.
+            if key in valid:
+                continue
+            idx = key.removeprefix("block_") if isinstance(key, str) else ""
+            if idx.isdigit() and key == f"block_{int(idx)}":
                 sdxl = (part, key) == ("up", "block_0")
                 hint = " (an SDXL recipe? on SD1.5 use 'style' = up.block_1)" if sdxl else ""
-                problems.append(f"{part}.{key} has no attention layers in SD1.5{hint}; valid {part} blocks: {valid}.")
+                problems.append(f"{part}.{key} has no attention layers in SD1.5{hint}; valid {part} blocks:"
+                                f" {', '.join(valid)}.")
+            else:
+                problems.append(f"{part} key {key!r} is not a block name; valid {part} blocks: {', '.join(valid)}.")
         for i, count in layout.items():
             full[part][f"block_{i}"] = value(f"{part}.block_{i}", given.get(f"block_{i}", 0.0), count)
     if "mid" in block_map:

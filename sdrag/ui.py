@@ -11,7 +11,7 @@ import ipywidgets as w
 from PIL import Image
 
 from .canny import canny_edges
-from .errors import GenerationCancelled, SdragError
+from .errors import GenerationCancelled, InputError, SdragError
 from .images import SAMPLE_SKETCH, ImageLike, load_image
 from .params import IP_SCALE_PRESETS, Params
 
@@ -26,10 +26,23 @@ def png_bytes(image: Image.Image, max_side: int = 512) -> bytes:
 
 
 def uploaded_image(upload: w.FileUpload) -> Image.Image | None:
-    """The image in a FileUpload widget (None when empty); unreadable uploads raise InputError."""
+    """The image in a FileUpload widget (None when empty); unreadable uploads raise InputError naming the file."""
     if not upload.value:
         return None
-    return load_image(bytes(upload.value[0]["content"]))
+    item = upload.value[0]
+    try:
+        return load_image(bytes(item["content"]))
+    except InputError as exc:
+        raise InputError(f"Upload {item.get('name', '')!r}: {exc}") from None
+
+
+def read_upload(upload: w.FileUpload, message: w.HTML) -> Image.Image | None:
+    """The uploaded image, or None with the reason shown in `message` (the widget stays as it was)."""
+    try:
+        return uploaded_image(upload)
+    except Exception as exc:  # shown in the widget: a bad file must not leave a traceback in the notebook
+        message.value = error_html(exc)
+        return None
 
 
 def error_html(exc: Exception) -> str:
@@ -57,11 +70,7 @@ class CannyExplorer:
         self.update()
 
     def _on_upload(self, _change) -> None:
-        try:
-            image = uploaded_image(self.upload)
-        except SdragError as exc:
-            self.message.value = error_html(exc)
-            return
+        image = read_upload(self.upload, self.message)
         if image is not None:
             self.sketch = image
             self.update()
@@ -157,11 +166,7 @@ class RagStudio:
         self.style.options = [("auto (retrieve)", "auto")] + [(s.name, s.id) for s in self.wb.library.list()]
 
     def _on_upload(self, _change) -> None:
-        try:
-            image = uploaded_image(self.upload)
-        except SdragError as exc:
-            self.message.value = error_html(exc)
-            return
+        image = read_upload(self.upload, self.message)
         if image is not None:
             self.sketch = image
             self.images["sketch"].value = png_bytes(image)
@@ -205,27 +210,27 @@ class RagStudio:
         try:
             p = self.params()
             self.message.value = "generating…"
-            res = self.wb.run(self.sketch, params=p, progress=self._progress)
+            self._show(self.wb.run(self.sketch, params=p, progress=self._progress))
         except GenerationCancelled:
             self.message.value = "<i>stopped — change something and generate again</i>"
-        except SdragError as exc:
+        except Exception as exc:  # sdrag errors and any other: a notebook app must not die on one bad run
             self.message.value = error_html(exc)
-        except Exception as exc:  # shown in the widget: a notebook app must not die on one bad run
-            self.message.value = error_html(exc)
-        else:
-            self.result = res
-            self.images["result"].value = png_bytes(res.image)
-            self.images["edges"].value = png_bytes(res.edges)
-            self.images["sketch"].value = png_bytes(res.sketch)
-            self.images["style"].value = png_bytes(res.style.image())
-            self.hits.value = "retrieved: " + "; ".join(
-                f"<b>{html.escape(s.name)}</b> (score {s.score:.3f}, weight {wt:.2f})" if s.score is not None
-                else f"<b>{html.escape(s.name)}</b> (weight {wt:.2f})" for s, wt in res.references)
-            timings = ", ".join(f"{k} {v:.2f}s" for k, v in res.timings.items())
-            notes = "".join(f"<br><i>{html.escape(n)}</i>" for n in res.notes)
-            self.message.value = f"done in {res.timings['total']:.2f}s ({html.escape(timings)}){notes}"
         finally:
             self._busy(False)
+
+    def _show(self, res) -> None:
+        """Display a finished run: images, what was retrieved, timings and notes (user text escaped)."""
+        self.result = res
+        self.images["result"].value = png_bytes(res.image)
+        self.images["edges"].value = png_bytes(res.edges)
+        self.images["sketch"].value = png_bytes(res.sketch)
+        self.images["style"].value = png_bytes(res.style.image())
+        self.hits.value = "retrieved: " + "; ".join(
+            f"<b>{html.escape(s.name)}</b> (score {s.score:.3f}, weight {wt:.2f})" if s.score is not None
+            else f"<b>{html.escape(s.name)}</b> (weight {wt:.2f})" for s, wt in res.references)
+        timings = ", ".join(f"{k} {v:.2f}s" for k, v in res.timings.items())
+        notes = "".join(f"<br><i>{html.escape(n)}</i>" for n in res.notes)
+        self.message.value = f"done in {res.timings['total']:.2f}s ({html.escape(timings)}){notes}"
 
     def _busy(self, busy: bool) -> None:
         self.generate_button.disabled = busy
@@ -237,6 +242,10 @@ class RagStudio:
         if self.result is None:
             self.message.value = "nothing to save yet: generate first"
             return {}
-        paths = self.result.save(self.out_dir)
+        try:
+            paths = self.result.save(self.out_dir)
+        except Exception as exc:  # a full disk or an unwritable folder: say so in the widget, keep the result
+            self.message.value = error_html(exc)
+            return {}
         self.message.value = f"saved to {html.escape(str(paths['panel']))}"
         return paths

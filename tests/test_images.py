@@ -88,3 +88,38 @@ def test_cmyk_and_animated_first_frame():
     gif = io.BytesIO()
     frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
     assert load_image(gif.getvalue()).getpixel((2, 2)) == (255, 255, 255)
+
+
+# EXIF 2.3 orientation tag: how the stored pixels must be turned to be shown upright, written with numpy.
+_UPRIGHT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],                      # mirrored left-right
+    3: lambda a: a[::-1, ::-1],                   # rotated 180
+    4: lambda a: a[::-1],                         # mirrored top-bottom
+    5: lambda a: np.rot90(a[:, ::-1], 1),         # mirrored, then rotated 270 clockwise
+    6: lambda a: np.rot90(a, -1),                 # rotated 90 clockwise
+    7: lambda a: np.rot90(a[:, ::-1], -1),        # mirrored, then rotated 90 clockwise
+    8: lambda a: np.rot90(a, 1),                  # rotated 270 clockwise
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(_UPRIGHT))
+def test_every_exif_orientation_is_shown_upright(orientation):
+    stored = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 14  # every pixel a different colour
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = load_image(_png(Image.fromarray(stored), exif=exif))
+    assert np.array_equal(np.asarray(out), _UPRIGHT[orientation](stored))
+
+
+@pytest.mark.parametrize("orientation", [0, 9, 65535])
+def test_out_of_range_exif_orientation_is_ignored(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    assert load_image(_png(Image.new("RGB", (6, 2), "red"), exif=exif)).size == (6, 2)
+
+
+def test_bytes_like_sources():
+    data = _png(Image.new("RGB", (3, 2), "blue"))
+    for source in (data, bytearray(data), memoryview(data)):
+        assert load_image(source).getpixel((1, 1)) == (0, 0, 255)

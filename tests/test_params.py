@@ -91,3 +91,16 @@ def test_layer_scales_cover_all_16_sd15_cross_attention_layers():
     mapped = layer_scales(normalize_ip_scale("style"))
     assert sum(v > 0 for v in mapped.values()) == 3
     assert mapped["up_blocks.1.attentions.2"] == 1.0
+
+
+@pytest.mark.parametrize("key", ["block_01", "block_1 ", 1, None, "Block_1"])
+def test_block_names_must_be_exact(key):
+    # A near-miss name used to be skipped silently, leaving that block at scale 0.
+    with pytest.raises(ParameterError, match="not a block name; valid up blocks: block_1, block_2, block_3"):
+        normalize_ip_scale({"up": {key: 1.0, "block_2": 1.0}})
+
+
+@pytest.mark.parametrize("style", ["", "   ", [("", 1.0)], {"": 2.0}])
+def test_empty_style_names_refused(style):
+    with pytest.raises(ParameterError, match="style"):
+        Params(style=style).resolved()

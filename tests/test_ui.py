@@ -88,3 +88,17 @@ def test_gallery_escapes_user_text(wb, tmp_path):
     lib.add(img, name="<script>alert(1)</script>", caption="<b>bold</b>")
     page = style_gallery(lib.list()).value
     assert "<script>alert" not in page and "&lt;script&gt;" in page and "&lt;b&gt;bold" in page
+
+
+def test_a_failed_save_is_shown_in_the_widget(wb, sketch, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    studio = RagStudio(wb, sketch, out_dir=blocker)
+    studio.size.value, studio.steps.value = 64, 2
+    studio.generate(wait=True)
+    assert studio.result is not None
+    assert studio.save() == {}
+    assert "Error" in studio.message.value and "Traceback" not in studio.message.value
+    assert not studio.save_button.disabled  # the result is kept: save elsewhere and try again
+    studio.out_dir = tmp_path / "out"
+    assert studio.save()["panel"].is_file()
