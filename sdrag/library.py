@@ -1,13 +1,28 @@
-"""The style library: reference images, CLIP-embedded, in a persistent ChromaDB collection (cosine space)."""
+"""The style library: reference images, CLIP-embedded, in a persistent ChromaDB collection (cosine space).
+
+A library lives in a folder (ChromaDB on disk, one process at a time per operation, serialised by a file lock)
+or behind a `chroma run` server (give its URL, e.g. "http://127.0.0.1:8000", as the library location); the
+code path is the same, only the client differs.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import os
+import re
+import reprlib
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -16,10 +31,28 @@ from PIL import Image
 from .errors import InputError, LibraryError, SdragError, StyleNotFoundError
 from .images import load_image
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; there a library folder takes one process at a time.
+    fcntl = None
+
 COLLECTION = "sdrag_styles"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MANIFEST_NAMES = ("manifest.yaml", "manifest.yml", "manifest.json")
+LOCK_FILE = "sdrag.lock"
+LOCK_TIMEOUT_S = 60.0
+MAX_FILE_BYTES = 256 * 2**20
+MAX_MANIFEST_BYTES = 16 * 2**20
+# CLIP resizes the short side and centre-crops a square: beyond this the crop is a sliver, and a 1 x 80M-pixel
+# strip (small as a PNG) would be resized to gigapixels.
+MAX_ASPECT = 50.0
 _TAG = "tag:"
+# chroma 1.5 saves its HNSW files in place every `sync_threshold` applied records, and a kill -9 during that
+# save leaves an index it can no longer load ("Failed to apply logs to the hnsw segment writer"). Never saving
+# them keeps every byte of state in SQLite, which is transactional; each open rebuilds the index from its log.
+_SYNC_THRESHOLD = 10**8
+_RECORD_BYTES = 128
+_URL = re.compile(r"^(https?):/{1,2}([^/?#\s]+?)/*$", re.IGNORECASE)
 
 
 @dataclass
@@ -79,33 +112,118 @@ class IngestReport:
         return f"{len(self.added)} added, {len(self.updated)} updated, {len(self.skipped)} skipped"
 
 
-class StyleLibrary:
-    """Style reference images in a persistent ChromaDB collection, searchable by text or image."""
+def server_url(location: Any) -> str | None:
+    """Return `location` as a normalised chroma server URL ('http://host:port') if it names one, else None.
 
-    def __init__(self, path: str | Path, embedder: Callable[[], Any], embedder_name: str):
-        """Open (or create) the library folder. `embedder` is called lazily to get a ClipEmbedder."""
+    `Path("http://h:8000")` collapses the double slash, so "http:/h:8000" is accepted too.
+    """
+    if not isinstance(location, (str, os.PathLike)):
+        return None
+    match = _URL.match(os.fspath(location).strip())
+    if not match:
+        return None
+    return f"{match.group(1).lower()}://{match.group(2)}"
+
+
+def library_location(location: str | Path) -> str | Path:
+    """A library location as given: a server URL stays a string, anything else becomes a Path."""
+    return server_url(location) or Path(location)
+
+
+class _Store:
+    """This process's one chroma client for a library location, shared by every StyleLibrary on it.
+
+    chroma caches one client system per folder per process, so instances must share it; it is reopened when
+    another process has written, because an open client keeps serving (and would write back) its own stale
+    in-memory index.
+    """
+
+    def __init__(self, location: str, url: str | None, embedder_name: str):
+        self.location = location
+        self.url = url
+        self.embedder_name = embedder_name
+        self.client: Any = None
+        self.col: Any = None
+        self.token: str | None = None
+        self.mutex = threading.Lock()
+
+    def open(self) -> None:
         import chromadb
         from chromadb.config import Settings
 
-        self.path = Path(path).expanduser().resolve()
+        self.close()
+        # Telemetry off: sdrag promises zero network calls offline.
+        settings = Settings(anonymized_telemetry=False, allow_reset=False)
+        if self.url:
+            parts = urlsplit(self.url)
+            https = parts.scheme == "https"
+            client = chromadb.HttpClient(host=parts.hostname or "localhost", port=parts.port or (443 if https else 80),
+                                         ssl=https, settings=settings)
+        else:
+            client = chromadb.PersistentClient(path=self.location, settings=settings)
+        try:
+            col = client.get_or_create_collection(
+                COLLECTION, embedding_function=None,
+                configuration={"hnsw": {"space": "cosine", "sync_threshold": _SYNC_THRESHOLD}},
+                metadata={"embedder": self.embedder_name},
+            )
+            hnsw = (getattr(col, "configuration_json", None) or {}).get("hnsw") or {}
+            if (hnsw.get("sync_threshold") or 0) < _SYNC_THRESHOLD:  # a library made before sdrag set it
+                col.modify(configuration={"hnsw": {"sync_threshold": _SYNC_THRESHOLD}})
+        except BaseException:
+            client.close()
+            raise
+        self.client, self.col = client, col
+
+    def close(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.close()
+        self.client = self.col = None
+
+
+_STORES: dict[str, _Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _store_for(location: str, url: str | None, embedder_name: str) -> _Store:
+    with _STORES_LOCK:
+        store = _STORES.get(location)
+        if store is None:
+            store = _STORES[location] = _Store(location, url, embedder_name)
+        return store
+
+
+class StyleLibrary:
+    """Style reference images in a persistent ChromaDB collection, searchable by text or image."""
+
+    def __init__(self, path: str | Path, embedder: Callable[[], Any], embedder_name: str,
+                 lock_timeout: float = LOCK_TIMEOUT_S):
+        """Open (or create) the library: a folder, or a chroma server URL such as "http://127.0.0.1:8000".
+
+        `embedder` is called lazily to get a ClipEmbedder. Operations wait up to `lock_timeout` seconds for
+        another process using the same folder, then raise LibraryError.
+        """
         self._embedder_factory = embedder
         self.embedder_name = embedder_name
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            # Telemetry off: sdrag promises zero network calls offline.
-            self._client = chromadb.PersistentClient(
-                path=str(self.path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
-            )
-            self._col = self._client.get_or_create_collection(
-                COLLECTION, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
-                metadata={"embedder": embedder_name},
-            )
-        except Exception as exc:  # chromadb raises many types for a bad folder
-            raise LibraryError(
-                f"Cannot open the style library at {self.path}: {exc}. Fix: use a writable folder that only"
-                " sdrag's ChromaDB uses."
-            ) from None
-        built_with = (self._col.metadata or {}).get("embedder")
+        self.lock_timeout = float(lock_timeout)
+        url = server_url(path)
+        self.path: Path | str
+        if url:
+            self.path = location = url
+        else:
+            try:
+                self.path = Path(path).expanduser().resolve()
+                self.path.mkdir(parents=True, exist_ok=True)
+            except (OSError, ValueError, TypeError, RuntimeError) as exc:
+                raise LibraryError(
+                    f"Cannot use {_short_path(path)} as a style library folder ({exc}). Fix: pass a writable folder"
+                    " path (or a chroma server URL such as 'http://127.0.0.1:8000')."
+                ) from None
+            location = str(self.path)
+        self._store = _store_for(location, url, embedder_name)
+        with self._session("open") as col:
+            built_with = (col.metadata or {}).get("embedder")
         if built_with != embedder_name:
             raise LibraryError(
                 f"The library at {self.path} was built with embedder {built_with!r}, but this workbench uses"
@@ -119,7 +237,95 @@ class StyleLibrary:
         return self._embedder_factory()
 
     def __len__(self) -> int:
-        return self._col.count()
+        with self._session("count") as col:
+            return col.count()
+
+    # -- locking ----------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _session(self, op: str, write: bool = False) -> Iterator[Any]:
+        """Hold the library for one short operation and yield a collection that sees every committed write."""
+        store = self._store
+        deadline = time.monotonic() + self.lock_timeout
+        if not store.mutex.acquire(timeout=self.lock_timeout):
+            raise self._busy(op, "another thread of this process")
+        try:
+            with self._file_lock(op, deadline) as fd:
+                token = _read_token(fd) if fd is not None else None
+                if store.col is None or token != store.token:
+                    self._open_store()
+                    store.token = token
+                if fd is not None:
+                    if write:
+                        # Changed before writing, so a writer killed mid-write still makes others reopen.
+                        store.token = uuid.uuid4().hex
+                    _write_record(fd, store.token or "", op)
+                try:
+                    yield store.col
+                except Exception as exc:
+                    if _is_backend_error(exc):
+                        raise self._backend_error(op, exc) from None
+                    raise
+        finally:
+            store.mutex.release()
+
+    def _open_store(self) -> None:
+        try:
+            self._store.open()
+        except Exception as exc:  # chromadb raises many types for a bad folder or an absent server
+            self._store.close()
+            fix = ("start the server (`chroma run --path DIR --port PORT`) and check the URL" if self._store.url
+                   else "use a writable folder that only sdrag's ChromaDB uses")
+            raise LibraryError(f"Cannot open the style library at {self.path}: {exc}. Fix: {fix}.") from None
+
+    @contextlib.contextmanager
+    def _file_lock(self, op: str, deadline: float) -> Iterator[int | None]:
+        if self._store.url or fcntl is None:
+            yield None  # a server serialises its clients itself
+            return
+        lock = Path(self._store.location) / LOCK_FILE
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise LibraryError(
+                f"Cannot open the library lock file {lock}: {exc.strerror}. Fix: use a library folder you can write to."
+            ) from None
+        try:
+            delay = 0.001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise self._busy(op, _holder(fd)) from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                        raise
+                    warnings.warn(f"The file system of {lock} does not support locks ({exc.strerror}): run only one"
+                                  " process on this style library at a time.", RuntimeWarning, stacklevel=4)
+                    break
+            yield fd
+        finally:
+            os.close(fd)  # releases the lock, also on a crash or kill
+
+    def _busy(self, op: str, holder: str) -> LibraryError:
+        return LibraryError(
+            f"The style library at {self.path} is busy: {holder} has held it for more than {self.lock_timeout:g} s,"
+            f" so this {op} gave up. Fix: wait for that to finish and retry, stop it if it is stuck, or pass a longer"
+            f" lock_timeout; for many processes writing at once, serve the folder with `chroma run --path"
+            f" {self.path} --port 8000` and use 'http://127.0.0.1:8000' as the library."
+        )
+
+    def _backend_error(self, op: str, exc: Exception) -> LibraryError:
+        if self._store.url:
+            fix = "check that the chroma server is running and reachable, then retry"
+        else:
+            fix = ("retry; if it fails again the index is damaged: move the folder aside and ingest the styles again"
+                   " (ids are content hashes, so nothing else changes)")
+        return LibraryError(f"ChromaDB failed during {op} on the style library at {self.path}: {exc}. Fix: {fix}.")
 
     # -- ingest -----------------------------------------------------------------------------------------
 
@@ -127,145 +333,254 @@ class StyleLibrary:
         """Add a folder of images (with an optional manifest.yaml) idempotently.
 
         Ids are content hashes, so re-ingesting adds nothing; a changed file replaces its old entry; an
-        edited manifest updates metadata. A file that cannot be read is skipped with its reason.
+        edited manifest updates metadata. A file that cannot be used is skipped with its reason. Embedding
+        runs outside the library lock; each batch is written under it, so other processes can read and write
+        in between, and a killed ingest keeps every batch it finished.
         """
-        folder = Path(folder).expanduser().resolve()
-        if not folder.is_dir():
-            raise LibraryError(f"Style folder not found: {folder}. Fix: pass a folder of images.")
+        folder = _style_folder(folder)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise LibraryError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
         report = IngestReport()
         entries = _read_manifest(folder, report)
-        existing = self._all_metadata()
-        by_path = {meta["path"]: sid for sid, meta in existing.items()}
+        with self._session("ingest") as col:
+            existing = _all_metadata(col)
+        by_path = {meta.get("path"): sid for sid, meta in existing.items()}
         seen: dict[str, str] = {}
         current: dict[str, str] = {}  # path -> id of the bytes there now
-        todo: list[tuple[str, dict, Path]] = []
+        updates: list[tuple[str, dict, IngestItem]] = []
+        todo: list[tuple[str, dict, Path, IngestItem, list[IngestItem]]] = []
         for file, info in entries.items():
-            item = IngestItem(path=str(file), name=info["name"])
+            item = IngestItem(path=_shown(file), name=_shown(info["name"]))
             try:
-                data = file.read_bytes()
-                image = load_image(data)
+                data = _read_limited(file)
+                image = _usable(load_image(data), file.name)
             except (OSError, SdragError) as exc:
-                item.reason = f"unreadable: {exc}"
+                item.reason = f"unreadable: {_shown(exc)}"
                 report.skipped.append(item)
                 continue
             sha = hashlib.sha256(data).hexdigest()
             sid = item.id = sha[:16]
+            meta = _metadata(info, file, sha, image)
+            problem = _text_problem(meta)
+            if problem:
+                item.reason = problem
+                report.skipped.append(item)
+                continue
             if sid in seen:
                 item.reason = f"duplicate of {seen[sid]} (same bytes)"
                 report.skipped.append(item)
                 continue
             seen[sid] = str(file)
             current[str(file)] = sid
-            meta = _metadata(info, file, sha, image)
             if sid in existing:
                 if existing[sid] == meta:
                     item.reason = "unchanged"
                     report.skipped.append(item)
                 else:
-                    self._col.update(ids=[sid], metadatas=[meta])
                     item.reason = "metadata changed"
                     report.updated.append(item)
+                    updates.append((sid, meta, item))
                 continue
             # Images are decoded again at embedding time, so a big folder is never held in memory at once.
-            todo.append((sid, meta, file))
             old = by_path.get(str(file))
             if old is not None:
                 item.reason = f"file changed (replaces {old})"
                 report.updated.append(item)
+                todo.append((sid, meta, file, item, report.updated))
             else:
                 report.added.append(item)
+                todo.append((sid, meta, file, item, report.added))
+        if updates:
+            with self._session("ingest", write=True) as col:
+                col.update(ids=[sid for sid, *_ in updates],
+                           metadatas=[_replacing(existing[sid], meta) for sid, meta, _ in updates])
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="embedding styles", unit="img", disable=not (progress and todo))
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            vectors = self.embedder.embed_images([file for *_, file in chunk])
-            self._write([sid for sid, *_ in chunk], vectors, [meta for _, meta, _ in chunk])
+            datas: list[bytes] = []
+            ready = []
+            for entry in chunk:
+                sid, meta, file, item, outcome = entry
+                # Embed the very bytes that were hashed: a file rewritten since then would get a wrong id.
+                try:
+                    data = _read_limited(file)
+                except OSError as exc:
+                    data, why = None, f"unreadable: {_shown(exc)}"
+                else:
+                    why = "changed while being ingested. Fix: run the ingest again"
+                if data is None or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                    _move(item, outcome, report.skipped, why)
+                    continue
+                datas.append(data)
+                ready.append(entry)
+            vectors = self.embedder.embed_images(datas) if datas else None
+            if ready:
+                self._store_chunk(ready, vectors, report)
             bar.update(len(chunk))
         bar.close()
         # Entries whose file now holds other bytes are dropped only after their replacements are stored, so
         # a crash in between leaves a stale entry that the next ingest removes, never a missing one.
-        stale = [sid for sid, meta in existing.items() if current.get(meta["path"], sid) != sid]
+        with self._session("ingest") as col:
+            stale = _stale(_all_metadata(col), current)
         if stale:
-            self._col.delete(ids=stale)
+            with self._session("ingest", write=True) as col:
+                stale = _stale(_all_metadata(col), current)  # again, under the write lock
+                if stale:
+                    col.delete(ids=stale)
         return report
 
-    def add(self, path: str | Path, name: str | None = None, caption: str = "", tags: Sequence[str] = (),
+    def _store_chunk(self, ready: list, vectors: np.ndarray, report: IngestReport) -> None:
+        with self._session("ingest", write=True) as col:
+            # Another process may have stored some of these since the plan was made (same folder at once).
+            ids = [sid for sid, *_ in ready]
+            have = col.get(ids=ids, include=["metadatas"])
+            stored = dict(zip(have["ids"], have["metadatas"]))
+            keep = []
+            for k, (sid, meta, _file, item, outcome) in enumerate(ready):
+                if stored.get(sid) == meta:
+                    _move(item, outcome, report.skipped, "unchanged (stored meanwhile by another process)")
+                else:
+                    keep.append(k)
+            if keep:
+                self._write(col, [ids[k] for k in keep], vectors[keep], [ready[k][1] for k in keep], stored)
+
+    def add(self, path: str | Path, name: str | None = None, caption: str = "", tags: Sequence[str] | str = (),
             licence: str = "unknown", source: str = "") -> Style:
         """Add (or update) one image file with its metadata; returns the stored Style."""
-        file = Path(path).expanduser().resolve()
-        image = load_image(file)
-        sha = hashlib.sha256(file.read_bytes()).hexdigest()
-        info = {**_defaults(file), "caption": caption, "licence": licence, "source": source,
-                "tags": sorted({t.strip().lower() for t in tags} - {""})}
-        if name:
-            info["name"] = name
-        self._write([sha[:16]], self.embedder.embed_images([image]), [_metadata(info, file, sha, image)])
-        return self.get(sha[:16])
+        try:
+            file = Path(path).expanduser().resolve()
+            found = file.is_file()
+        except (OSError, ValueError, TypeError, RuntimeError):
+            found = False
+        if not found:
+            raise InputError(f"Image file not found: {_short_path(path)}. Fix: check the path (it must be a file).")
+        try:
+            data = _read_limited(file)
+        except OSError as exc:
+            raise InputError(f"Cannot read {_shown(file)} ({_shown(exc)}). Fix: check its permissions.") from None
+        image = _usable(load_image(data), file.name)
+        sha = hashlib.sha256(data).hexdigest()
+        info = {**_defaults(file), "caption": str(caption), "licence": str(licence), "source": str(source),
+                "tags": _tags(tags)}
+        if name is not None and str(name).strip():
+            info["name"] = str(name)
+        meta = _metadata(info, file, sha, image)
+        problem = _text_problem(meta)
+        if problem:
+            raise InputError(f"Cannot add {_shown(file)}: {problem}.")
+        vector = self.embedder.embed_images([image])
+        with self._session("add", write=True) as col:
+            self._write(col, [sha[:16]], vector, [meta])
+            # As ingest does: the entry of this file's earlier bytes goes once the new one is stored.
+            same_file = col.get(where={"path": meta["path"]}, include=[])["ids"]
+            old = [sid for sid in same_file if sid != sha[:16]]
+            if old:
+                col.delete(ids=old)
+        return _style(sha[:16], meta)
 
-    def _write(self, ids: list[str], vectors: np.ndarray, metas: list[dict]) -> None:
-        step = max(1, self._client.get_max_batch_size())
+    def _write(self, col: Any, ids: list[str], vectors: np.ndarray, metas: list[dict],
+               stored: dict[str, dict] | None = None) -> None:
+        if stored is None:
+            have = col.get(ids=ids, include=["metadatas"])
+            stored = dict(zip(have["ids"], have["metadatas"]))
+        metas = [_replacing(stored[sid], meta) if sid in stored else meta for sid, meta in zip(ids, metas)]
+        step = max(1, self._store.client.get_max_batch_size())
         for i in range(0, len(ids), step):
-            self._col.upsert(ids=ids[i:i + step], embeddings=vectors[i:i + step].tolist(),
-                             metadatas=metas[i:i + step])
+            col.upsert(ids=ids[i:i + step], embeddings=vectors[i:i + step].tolist(), metadatas=metas[i:i + step])
 
     # -- read -------------------------------------------------------------------------------------------
 
     def search(self, query: Any, k: int = 3, tags: Sequence[str] | str | None = None) -> list[Style]:
-        """Return the top-k styles for a text (str) or an image (PIL image, array or pathlib.Path)."""
+        """Return the top-k styles for a text (str) or an image (PIL image, array, bytes or pathlib.Path)."""
         if isinstance(query, str):
             if not query.strip():
                 raise LibraryError("Empty search text. Fix: describe the style you want, e.g. 'neon city'.")
             vector = self.embedder.embed_text([query])[0]
         else:
-            vector = self.embedder.embed_images([query])[0]
+            image = _usable(load_image(query), "the query image")
+            vector = self.embedder.embed_images([image])[0]
         return self.search_vector(vector, k=k, tags=tags)
 
     def search_vector(self, vector: np.ndarray, k: int = 3, tags: Sequence[str] | str | None = None) -> list[Style]:
         """Return the top-k styles nearest to an embedding."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise LibraryError(f"k must be a whole number of at least 1, got {k!r}.")
-        where = _tag_filter(tags)
-        n = min(k, len(self))
-        if n == 0:
+        try:
+            vec = np.asarray(vector, dtype=np.float32)
+        except (TypeError, ValueError):
+            vec = np.zeros(0, np.float32)
+        if vec.ndim != 1 or vec.size == 0 or not np.isfinite(vec).all():
             raise LibraryError(
-                f"The style library at {self.path} is empty. Fix: wb.library.ingest('styles/') first."
+                f"A query vector must be one row of finite numbers, got {_short(vector)}. Fix: pass one row of"
+                " wb.embedder.embed_text([...]) or embed_images([...])."
             )
-        res = self._col.query(query_embeddings=[np.asarray(vector, dtype=np.float32).tolist()], n_results=n,
-                              where=where, include=["metadatas", "distances"])
-        hits = []
-        for sid, meta, dist in zip(res["ids"][0], res["metadatas"][0], res["distances"][0]):
-            hits.append(_style(sid, meta, score=1.0 - float(dist)))
+        where = _tag_filter(tags)
+        with self._session("search") as col:
+            n = min(k, col.count())
+            if n == 0:
+                raise LibraryError(
+                    f"The style library at {self.path} is empty. Fix: wb.library.ingest('styles/') first."
+                )
+            try:
+                res = col.query(query_embeddings=[vec.tolist()], n_results=n, where=where,
+                                include=["metadatas", "distances"])
+            except Exception as exc:
+                if "dimension" not in str(exc):
+                    raise
+                raise LibraryError(
+                    f"The query vector does not fit the library at {self.path} ({exc}). Fix: embed the query with"
+                    " the embedder that built the library (wb.embedder)."
+                ) from None
+        hits = [_style(sid, meta, score=1.0 - float(dist))
+                for sid, meta, dist in zip(res["ids"][0], res["metadatas"][0], res["distances"][0])]
         if not hits and where:
-            raise LibraryError(f"No style has all tags {list(_as_list(tags))}. Fix: check wb.library.table().")
+            raise LibraryError(f"No style has all tags {_tags(tags)}. Fix: check wb.library.table().")
         return hits
 
     def get(self, key: str) -> Style:
         """Return a style by id or by (unique) name."""
-        res = self._col.get(ids=[key], include=["metadatas"])
+        with self._session("get") as col:
+            return self._resolve(col, key)
+
+    def _resolve(self, col: Any, key: Any) -> Style:
+        if not isinstance(key, str) or not key or _text_problem({"key": key}):
+            raise StyleNotFoundError(
+                f"A style id or name must be non-empty text, got {_short(key)}. Fix: pick one from"
+                " wb.library.table()."
+            )
+        res = col.get(ids=[key], include=["metadatas"])
         if res["ids"]:
             return _style(res["ids"][0], res["metadatas"][0])
-        matches = [sid for sid, meta in self._all_metadata().items() if meta.get("name") == key]
-        if len(matches) == 1:
-            return self.get(matches[0])
-        if matches:
-            raise StyleNotFoundError(f"Style name {key!r} is ambiguous (ids {matches}). Fix: use one of the ids.")
+        res = col.get(where={"name": key}, include=["metadatas"])
+        if len(res["ids"]) == 1:
+            return _style(res["ids"][0], res["metadatas"][0])
+        if res["ids"]:
+            raise StyleNotFoundError(
+                f"Style name {_short(key)} is ambiguous (ids {sorted(res['ids'])}). Fix: use one of the ids."
+            )
         raise StyleNotFoundError(
-            f"No style with id or name {key!r} in {self.path}. Fix: pick one from wb.library.table()."
+            f"No style with id or name {_short(key)} in {self.path}. Fix: pick one from wb.library.table()."
         )
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """Return the stored embeddings of `ids`, in order."""
-        res = self._col.get(ids=list(ids), include=["embeddings"])
+        keys = _keys(ids)
+        if not keys:
+            return np.zeros((0, 0), dtype=np.float32)
+        with self._session("vectors") as col:
+            res = col.get(ids=list(dict.fromkeys(keys)), include=["embeddings"])
         found = dict(zip(res["ids"], res["embeddings"]))
-        missing = [i for i in ids if i not in found]
+        missing = [i for i in keys if i not in found]
         if missing:
-            raise StyleNotFoundError(f"No style with id(s) {missing}.")
-        return np.asarray([found[i] for i in ids], dtype=np.float32)
+            raise StyleNotFoundError(f"No style with id(s) {missing}. Fix: pick ids from wb.library.table().")
+        return np.asarray([found[i] for i in keys], dtype=np.float32)
 
     def list(self, tags: Sequence[str] | str | None = None) -> list[Style]:
         """Return every style (optionally only those with all `tags`), sorted by name."""
-        res = self._col.get(where=_tag_filter(tags), include=["metadatas"])
+        with self._session("list") as col:
+            res = col.get(where=_tag_filter(tags), include=["metadatas"])
         styles = [_style(sid, meta) for sid, meta in zip(res["ids"], res["metadatas"])]
         return sorted(styles, key=lambda s: (s.name.lower(), s.id))
 
@@ -280,17 +595,63 @@ class StyleLibrary:
 
     def remove(self, ids: str | Sequence[str]) -> int:
         """Remove styles by id or name; returns how many were removed. Unknown keys raise first."""
-        keys = [ids] if isinstance(ids, str) else list(ids)
-        resolved = [self.get(k).id for k in keys]
-        self._col.delete(ids=resolved)
-        return len(set(resolved))
+        keys = _keys(ids)
+        if not keys:
+            return 0
+        with self._session("remove", write=True) as col:
+            resolved = sorted({self._resolve(col, k).id for k in keys})
+            col.delete(ids=resolved)
+        return len(resolved)
 
-    def _all_metadata(self) -> dict[str, dict]:
-        res = self._col.get(include=["metadatas"])
-        return dict(zip(res["ids"], res["metadatas"]))
+
+# -- lock file ------------------------------------------------------------------------------------------
+# One fixed-size record: a token that every write changes (so other processes know to reopen), then who holds
+# the lock now (for the message when another process waits too long).
+
+
+def _read_token(fd: int) -> str:
+    return os.pread(fd, _RECORD_BYTES, 0).decode("ascii", "replace").split("\n", 1)[0].strip()
+
+
+def _write_record(fd: int, token: str, op: str) -> None:
+    record = f"{token}\n{os.getpid()} {op} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
+    os.pwrite(fd, record[:_RECORD_BYTES].ljust(_RECORD_BYTES, b" "), 0)
+
+
+def _holder(fd: int) -> str:
+    try:
+        pid, op, day, clock = os.pread(fd, _RECORD_BYTES, 0).decode("ascii", "replace").split("\n")[1].split()
+    except (OSError, ValueError, IndexError):
+        return "another process"
+    if pid == str(os.getpid()):
+        return f"another thread of this process ({op}, since {clock})"
+    return f"process {pid} ({op}, since {day} {clock})"
+
+
+def _is_backend_error(exc: Exception) -> bool:
+    from chromadb.errors import ChromaError
+
+    if isinstance(exc, ChromaError):
+        return True
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover - chromadb depends on httpx
+        return False
+    return isinstance(exc, httpx.HTTPError)
 
 
 # -- manifest and metadata helpers ----------------------------------------------------------------------
+
+
+def _style_folder(folder: Any) -> Path:
+    try:
+        path = Path(folder).expanduser().resolve()
+        ok = path.is_dir()
+    except (OSError, ValueError, TypeError, RuntimeError):
+        ok = False
+    if not ok:
+        raise LibraryError(f"Style folder not found: {_short_path(folder)}. Fix: pass a folder of images.")
+    return path
 
 
 def _read_manifest(folder: Path, report: IngestReport) -> dict[Path, dict]:
@@ -306,12 +667,24 @@ def _read_manifest(folder: Path, report: IngestReport) -> dict[Path, dict]:
         got = _entry(item, folder, report)
         if got is not None:
             entries.setdefault(got[0], got[1])
+    reported = {item.path for item in report.skipped}
     for file in sorted(folder.rglob("*")):
         rel = file.relative_to(folder)
-        if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file() and not any(
-            part.startswith(".") for part in rel.parts
-        ) and file.resolve() not in entries:
-            entries[file.resolve()] = _defaults(file)
+        if file.suffix.lower() not in IMAGE_SUFFIXES or any(part.startswith(".") for part in rel.parts):
+            continue
+        try:
+            if not file.is_file():
+                continue
+            target = file.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if not target.is_relative_to(folder):
+            if _shown(file) in reported:
+                continue
+            report.skipped.append(IngestItem(path=_shown(file), reason="a link to a file outside the style folder."
+                                             " Fix: copy the file into the folder"))
+        elif target not in entries:
+            entries[target] = _defaults(file)
     return entries
 
 
@@ -319,10 +692,13 @@ def _parse_manifest(mf: Path) -> list:
     import yaml
 
     try:
+        if mf.stat().st_size > MAX_MANIFEST_BYTES:
+            raise LibraryError(f"The manifest {mf} is larger than {MAX_MANIFEST_BYTES >> 20} MB. Fix: list only"
+                               " file names and short metadata in it.")
         text = mf.read_text(encoding="utf-8")
         data = json.loads(text) if mf.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        raise LibraryError(f"Cannot read the manifest {mf}: {exc}. Fix: correct its syntax.") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as exc:
+        raise LibraryError(f"Cannot read the manifest {mf}: {_shown(exc)}. Fix: correct its syntax.") from None
     items = data.get("styles") if isinstance(data, dict) else data
     if items is None:
         return []
@@ -332,27 +708,59 @@ def _parse_manifest(mf: Path) -> list:
 
 
 def _entry(item: Any, folder: Path, report: IngestReport) -> tuple[Path, dict] | None:
-    """Validate one manifest entry; a bad one is reported as skipped, never fatal."""
+    """Validate one manifest entry; None (and a skip reason in the report) if it is unusable."""
     if not isinstance(item, dict) or not isinstance(item.get("file"), str) or not item["file"].strip():
-        report.skipped.append(IngestItem(path=str(folder), reason=f"manifest entry without a 'file': {item!r}"))
+        report.skipped.append(IngestItem(path=str(folder), reason="manifest entry without a 'file':"
+                                         f" {_short(item)}. Fix: give each entry a file name"))
         return None
-    file = (folder / item["file"]).resolve()
-    if not file.is_relative_to(folder):
-        report.skipped.append(IngestItem(path=item["file"], reason="manifest file path leaves the style folder"))
+    listed = item["file"]
+    name = _shown(item["name"]) if item.get("name") is not None else None
+    try:
+        file = (folder / listed).resolve()
+        inside = file.is_relative_to(folder)
+        found = inside and file.is_file()
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL bytes, names too long, link loops
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc  # not the whole long name
+        reason = f"manifest file path is not usable ({_shown(why)}). Fix: list plain paths relative to the style folder"
+        report.skipped.append(IngestItem(path=_shown(folder / listed), name=name, reason=reason))
         return None
-    if not file.is_file():
-        report.skipped.append(IngestItem(path=str(file), name=item.get("name"), reason="listed in the manifest"
-                                         " but not found"))
+    if not inside:
+        reason = "manifest file path leaves the style folder. Fix: list files inside it, as paths relative to it"
+        report.skipped.append(IngestItem(path=_shown(folder / listed), name=name, reason=reason))
+        return None
+    if not found:
+        report.skipped.append(IngestItem(path=_shown(file), name=name, reason="listed in the manifest but not found."
+                                         " Fix: add the file or correct the manifest"))
         return None
     info = _defaults(file)
     for key in ("name", "caption", "licence", "source"):
-        if item.get(key) is not None:
-            info[key] = str(item[key])
+        value = item.get(key)
+        if value is not None and (key != "name" or str(value).strip()):
+            info[key] = str(value)
     if item.get("license") is not None and item.get("licence") is None:
         info["licence"] = str(item["license"])
-    tags = item.get("tags") or []
-    info["tags"] = sorted({str(t).strip().lower() for t in ([tags] if isinstance(tags, str) else tags)} - {""})
+    info["tags"] = _tags(item.get("tags"))
     return file, info
+
+
+def _tags(value: Any) -> list[str]:
+    """Normalise tags given as a list, a comma-separated string or a scalar: lower-case, unique, sorted."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
+    return sorted({t.strip().lower() for v in items for t in str(v).split(",")} - {""})
+
+
+def _keys(ids: Any) -> list:
+    if isinstance(ids, str):
+        return [ids]
+    try:
+        return list(ids)
+    except TypeError:
+        raise StyleNotFoundError(
+            f"Style ids must be a string or a list of strings, got {_short(ids)}. Fix: pick ids from"
+            " wb.library.table()."
+        ) from None
 
 
 def _defaults(file: Path) -> dict:
@@ -369,22 +777,100 @@ def _metadata(info: dict, file: Path, sha: str, image: Image.Image) -> dict:
     return meta
 
 
-def _style(sid: str, meta: dict, score: float | None = None) -> Style:
+def _replacing(old: dict | None, new: dict) -> dict:
+    """`new` as an update of `old`: chroma merges metadata on update and upsert, so dropped keys (a removed
+    tag) must be deleted explicitly, with None."""
+    return {**{key: None for key in (old or {}) if key not in new}, **new}
+
+
+def _text_problem(meta: dict) -> str:
+    """Why chroma would refuse this metadata (text it cannot store as UTF-8), or ''."""
+    # The path first: a bad file name also spoils the name derived from it.
+    for key, value in sorted(meta.items(), key=lambda kv: kv[0] != "path"):
+        for text in (key, value):
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    if key == "path":
+                        return "its file name is not valid UTF-8. Fix: rename the file"
+                    field_name = "a tag" if key.startswith(_TAG) else f"its {key}"
+                    return f"{field_name} is not valid text (a lone surrogate). Fix: correct the manifest"
+    return ""
+
+
+def _usable(image: Image.Image, label: str) -> Image.Image:
+    aspect = max(image.width, image.height) / max(1, min(image.width, image.height))
+    if aspect > MAX_ASPECT:
+        raise InputError(
+            f"{_shown(label)} is {image.width}x{image.height} pixels; CLIP sees only a centred square, so a strip"
+            f" longer than {MAX_ASPECT:g}:1 cannot be a style. Fix: crop it to the part that shows the style."
+        )
+    return image
+
+
+def _read_limited(file: Path) -> bytes:
+    with open(file, "rb") as fh:
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise InputError(f"{_shown(file.name)} is larger than {MAX_FILE_BYTES >> 20} MB. Fix: downscale or"
+                         " re-compress it.")
+    return data
+
+
+def _move(item: IngestItem, source: list[IngestItem], target: list[IngestItem], reason: str) -> None:
+    source.remove(item)
+    item.reason = reason
+    target.append(item)
+
+
+def _shown(value: Any) -> str:
+    """`value` as printable text: undecodable file-name bytes become U+FFFD instead of breaking print()."""
+    text = str(value)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name produced
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 3, 4, 4, 4
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages: a hostile value (huge, deeply nested, aliased) cannot flood them."""
+    text = _shown(_REPR.repr(value))
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _short_path(value: Any) -> str:
+    return _short(os.fspath(value) if isinstance(value, os.PathLike) else value)
+
+
+def _style(sid: str, meta: dict | None, score: float | None = None) -> Style:
+    meta = meta or {}
     tags = [t for t in str(meta.get("tags", "")).split(",") if t]
     return Style(id=sid, name=meta.get("name", sid), path=meta.get("path", ""), caption=meta.get("caption", ""),
                  tags=tags, licence=meta.get("licence", ""), source=meta.get("source", ""),
                  sha256=meta.get("sha256", ""), score=score)
 
 
-def _as_list(tags: Sequence[str] | str | None) -> list[str]:
-    if tags is None:
-        return []
-    return [tags] if isinstance(tags, str) else list(tags)
+def _stale(metas: dict[str, dict], current: dict[str, str]) -> list[str]:
+    """Ids whose file was ingested just now with other bytes: their replacement is stored, so they go."""
+    return [sid for sid, meta in metas.items() if current.get(meta.get("path"), sid) != sid]
+
+
+def _all_metadata(col: Any) -> dict[str, dict]:
+    res = col.get(include=["metadatas"])
+    return {sid: meta or {} for sid, meta in zip(res["ids"], res["metadatas"])}
 
 
 def _tag_filter(tags: Sequence[str] | str | None) -> dict | None:
-    wanted = [t.strip().lower() for t in _as_list(tags) if t.strip()]
+    wanted = _tags(tags)
     if not wanted:
         return None
+    if _text_problem({_TAG + t: True for t in wanted}):
+        raise LibraryError(f"The tags {_short(tags)} are not valid text. Fix: pass plain tag names.")
     clauses = [{_TAG + t: True} for t in wanted]
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}

@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import ParameterError, SdragError
 from .files import safe_name
+from .library import server_url
 from .params import Params
 from .presets import PRESET_NAMES
 
@@ -58,8 +59,10 @@ class SweepSpec:
         explicit = self.cells or [{}]
         return [{**g, **z, **c} for g in grid for z in zipped for c in explicit]
 
-    def resolve_path(self, path: str) -> Path:
+    def resolve_path(self, path: str) -> Path | str:
         """A path from the spec: relative ones are looked up beside the spec file first."""
+        if server_url(path):  # a chroma server, not a file
+            return path
         p = Path(path).expanduser()
         if not p.is_absolute() and self.source_dir is not None and (self.source_dir / p).exists():
             return self.source_dir / p

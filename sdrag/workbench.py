@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,7 @@ from .errors import MemoryExhaustedError, ParameterError
 from .files import atomic_save_image, atomic_write_bytes, atomic_write_json, safe_name
 from .generate import Generator, MemoryOptions, Progress
 from .images import ImageLike, fit_image, load_image
-from .library import Style, StyleLibrary
+from .library import Style, StyleLibrary, library_location
 from .params import Params, layer_scales
 from .presets import ModelSpec, check_available, get_spec, load_kwargs, pick_device, pick_dtype
 from .tiny import TINY_VERSION, cache_dir
@@ -125,7 +126,9 @@ class Workbench:
         self.dtype = pick_dtype(self.device, dtype)
         self.memory = MemoryOptions.from_any(memory)
         self.local_only = check_available(spec)
-        self.library_dir = Path(library_dir) if library_dir else cache_dir() / "libraries" / spec.preset
+        # A folder or a chroma server URL; SDRAG_LIBRARY sets it for every workbench that is not given one.
+        self.library_dir = library_location(library_dir or os.environ.get("SDRAG_LIBRARY")
+                                            or cache_dir() / "libraries" / spec.preset)
         self._embedder = None
         self._library: StyleLibrary | None = None
         self._generator: Generator | None = None

@@ -137,8 +137,9 @@ def test_memory_options_keep_ip_adapter_active(wb, sketch):
         Generator(spec, torch.device("cpu"), torch.float32, True, {"turbo": True})
 
 
-def test_pickled_ip_adapter_refused_by_default(wb):
-    spec = sdrag.get_spec("tiny", ip_adapter_weight="ip-adapter_sd15.bin")
+@pytest.mark.parametrize("suffix", [".bin", ".pt", ".ckpt"])
+def test_pickled_ip_adapter_refused_by_default(wb, suffix):
+    spec = sdrag.get_spec("tiny", ip_adapter_weight="ip-adapter_sd15" + suffix)
     with pytest.raises(sdrag.WeightsUnavailableError, match="allow_pickle"):
         Generator(spec, wb.device, wb.dtype, True)
 

@@ -1,7 +1,12 @@
+import json
+import os
 import shutil
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,7 +165,7 @@ def test_a_crash_between_write_and_delete_heals_on_the_next_ingest(lib, monkeypa
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed mid-ingest")
 
-    monkeypatch.setattr(library._col, "delete", crash)
+    monkeypatch.setattr(library._store.col, "delete", crash)
     with pytest.raises(KeyboardInterrupt):
         library.ingest(folder)
     monkeypatch.undo()
@@ -168,3 +173,260 @@ def test_a_crash_between_write_and_delete_heals_on_the_next_ingest(lib, monkeypa
     report = library.ingest(folder)
     assert not report.added
     assert sum(s.path == str(target) for s in library.list()) == 1
+
+
+# -- hostile input: every case is read, or skipped / refused with the problem and the fix ----------------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (8-bit grey)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + _png_chunk(b"IEND", b""))
+
+
+def _png_bomb(width: int = 10_000, height: int = 9_000) -> bytes:
+    """A valid, fully decodable all-black PNG of width x height pixels that compresses to ~100 kB."""
+    comp = zlib.compressobj(9)
+    row = b"\0" * (width + 1)  # filter byte + pixels
+    body = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b"")
+
+
+def _noise(seed: int, size: tuple[int, int] = (24, 24)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def fresh(tmp_path, wb):
+    """An empty library of its own and an empty style folder."""
+    folder = tmp_path / "styles"
+    folder.mkdir()
+    return sdrag.StyleLibrary(tmp_path / "db", lambda: wb.embedder, wb.embedder_name), folder
+
+
+def test_hostile_image_files_are_read_or_skipped_with_a_fix(fresh):
+    library, folder = fresh
+    good = _noise(0)
+    good.save(folder / "good.png")
+    data = (folder / "good.png").read_bytes()
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.png").write_text("<html><script>alert(1)</script></html>")
+    (folder / "truncated.png").write_bytes(data[: len(data) // 2])
+    _noise(1).save(folder / "whole.jpg", quality=90)
+    (folder / "truncated.jpg").write_bytes((folder / "whole.jpg").read_bytes()[:300])
+    (folder / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    (folder / "lying_header.png").write_bytes(_png_claiming(100_000, 100_000))
+    (folder / "bomb.png").write_bytes(_png_bomb())
+    _noise(2, (300, 4)).save(folder / "strip.png")  # 75:1
+    Image.fromarray(np.linspace(0, 65535, 32 * 32).astype(np.uint16).reshape(32, 32)).save(folder / "deep16.png")
+    Image.new("CMYK", (20, 20), (200, 10, 30, 5)).save(folder / "cmyk.jpg")
+    pal = Image.new("P", (20, 20), 3)
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] * 64)
+    pal.info["transparency"] = 0
+    pal.save(folder / "palette.png")
+    Image.new("LA", (20, 20), (90, 128)).save(folder / "grey_alpha.png")
+    Image.new("RGBA", (20, 20), (10, 200, 30, 60)).save(folder / "rgba.png")
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ("red", "blue", "green")]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=50)
+    _noise(3, (1, 1)).save(folder / "one_pixel.png")
+    _noise(4).save(folder / "émoji 🎨 שלום <b>.png")
+    with open(os.fsencode(folder) + b"/latin1-\xe9t\xe9.png", "wb") as fh:  # a name that is not UTF-8
+        _noise(5).save(fh, format="PNG")
+
+    report = library.ingest(folder, progress=False)
+
+    reasons = {Path(i.path).name: i.reason for i in report.skipped}
+    expected_skips = {"empty.png": "empty", "notes.png": "text", "truncated.png": "truncated",
+                      "truncated.jpg": "truncated", "garbage.png": "", "lying_header.png": "too large",
+                      "bomb.png": "too large", "strip.png": "strip",
+                      "latin1-\ufffdt\ufffd.png": "not valid UTF-8"}
+    assert set(reasons) == set(expected_skips), report.table()
+    for name, words in expected_skips.items():
+        assert words in reasons[name] and "Fix:" in reasons[name], (name, reasons[name])
+    added = {Path(i.path).name for i in report.added}
+    assert added == {"good.png", "whole.jpg", "deep16.png", "cmyk.jpg", "palette.png", "grey_alpha.png",
+                     "rgba.png", "animated.gif", "one_pixel.png", "émoji 🎨 שלום <b>.png"}
+    assert len(library) == len(added)  # nothing lost: every readable file is stored
+    report.table().to_string().encode("utf-8")  # the undecodable name prints
+    gif = next(s for s in library.list() if s.path.endswith("animated.gif"))
+    hit = library.search(frames[0], k=1)[0]  # the first frame is what was embedded
+    assert hit.id == gif.id and hit.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_hostile_manifest_entries_are_skipped_with_reasons(fresh, tmp_path):
+    library, folder = fresh
+    for i, name in enumerate(["a.png", "b.png", "c.png", "d.png"]):
+        _noise(10 + i).save(folder / name)
+    _noise(20).save(tmp_path / "outside.png")
+    entries = [
+        {"file": "../outside.png", "name": "dot-dot"},
+        {"file": str(tmp_path / "outside.png"), "name": "absolute"},
+        {"file": "a\x00.png", "name": "nul"},
+        {"file": "x" * 5000 + ".png", "name": "long"},
+        {"file": 123},
+        [[["nested"] * 50] * 50],
+        {"file": "a.png", "name": "<img src=x onerror=alert(1)>", "caption": "مرحبا 🎨 \u202eevil", "tags": 5},
+        {"file": "b.png", "name": "  ", "tags": "Ink, Wash,,ink"},
+        {"file": "c.png", "caption": "lone \ud800 surrogate"},
+    ]
+    (folder / "manifest.json").write_text(json.dumps({"styles": entries}))  # ensure_ascii keeps \ud800 escaped
+
+    report = library.ingest(folder, progress=False)
+
+    skipped = [i.reason for i in report.skipped]
+    assert sum("leaves the style folder" in r for r in skipped) == 2
+    assert sum("not usable" in r for r in skipped) == 2  # NUL byte, name too long
+    assert sum("without a 'file'" in r for r in skipped) == 2
+    assert any("caption is not valid text" in r for r in skipped)
+    assert all("Fix:" in r for r in skipped)
+    assert max(len(r) for r in skipped) < 600  # a huge entry is summarised, not dumped
+    styles = {Path(s.path).name: s for s in library.list()}
+    assert set(styles) == {"a.png", "b.png", "d.png"}
+    assert styles["a.png"].name == "<img src=x onerror=alert(1)>" and styles["a.png"].caption == "مرحبا 🎨 \u202eevil"
+    assert styles["a.png"].tags == ["5"] and styles["b.png"].tags == ["ink", "wash"]
+    assert styles["b.png"].name == "b"  # a blank name falls back to the file name
+    assert library.get("<img src=x onerror=alert(1)>").id == styles["a.png"].id
+    assert [s.id for s in library.list(tags="wash")] == [styles["b.png"].id]
+
+
+@pytest.mark.parametrize("text", [
+    "styles: [" * 5000,  # nesting deeper than the parser's recursion
+    "a: &a [1, 2]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+    "styles: [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n",  # "billion laughs": aliases, not copies
+    b"styles:\n  - file: \xff\xfe.png\n",  # not UTF-8
+    "styles: {file: a.png}\n",
+])
+def test_an_unusable_manifest_is_refused_or_summarised(fresh, text):
+    library, folder = fresh
+    _noise(30).save(folder / "a.png")
+    (folder / "manifest.yaml").write_bytes(text.encode() if isinstance(text, str) else text)
+    try:
+        report = library.ingest(folder, progress=False)
+    except LibraryError as exc:
+        assert "manifest" in str(exc) and "Fix:" in str(exc)
+        assert len(library) == 0
+    else:  # the alias bomb parses to shared lists: each entry is refused with a short summary
+        assert len(report.skipped) == 9 and all(len(i.reason) < 600 for i in report.skipped)
+        assert [Path(i.path).name for i in report.added] == ["a.png"]
+
+
+def test_links_out_of_the_style_folder_are_not_followed(fresh, tmp_path):
+    library, folder = fresh
+    _noise(40).save(tmp_path / "private.png")
+    _noise(41).save(folder / "inside.png")
+    os.symlink(tmp_path / "private.png", folder / "escape.png")
+    os.symlink(folder / "inside.png", folder / "alias.png")
+    os.symlink(folder, folder / "loop")  # a directory cycle
+    report = library.ingest(folder, progress=False)
+    reasons = {Path(i.path).name: i.reason for i in report.skipped}
+    assert "outside the style folder" in reasons["escape.png"] and "Fix:" in reasons["escape.png"]
+    assert [s.path for s in library.list()] == [str(folder / "inside.png")]
+
+
+def test_a_removed_tag_stops_matching(fresh):
+    library, folder = fresh
+    _noise(50).save(folder / "a.png")
+    manifest = folder / "manifest.yaml"
+    manifest.write_text("styles:\n  - file: a.png\n    tags: [ink, wash]\n")
+    library.ingest(folder, progress=False)
+    assert len(library.list(tags="wash")) == 1
+    manifest.write_text("styles:\n  - file: a.png\n    tags: [ink]\n")
+    assert [i.reason for i in library.ingest(folder, progress=False).updated] == ["metadata changed"]
+    assert library.list(tags="wash") == [] and len(library.list(tags="ink")) == 1
+    assert [i.reason for i in library.ingest(folder, progress=False).skipped] == ["unchanged"]
+    style = library.add(folder / "a.png", tags="Dots, ink")  # one string is a comma-separated list
+    assert style.tags == ["dots", "ink"] and library.list(tags="dots")[0].id == style.id
+    library.add(folder / "a.png", tags=["ink"])
+    assert library.list(tags="dots") == [] and len(library) == 1
+
+
+def test_path_like_and_malformed_keys_are_refused_cleanly(lib, tmp_path):
+    library, folder = lib
+    library.ingest(folder, progress=False)
+    n = len(library)
+    before = sorted(p.name for p in library.path.iterdir())
+    keys = ["../../etc/passwd", "/etc/passwd", "..", "a\x00b", "%", "*", "$and", "x" * 5000, "", "\ud800", None, 123,
+            ["a", None]]
+    for key in keys:
+        with pytest.raises(StyleNotFoundError, match="Fix:") as got:
+            library.get(key)
+        assert len(str(got.value)) < 400
+        with pytest.raises(StyleNotFoundError, match="Fix:"):
+            library.remove(key)
+    with pytest.raises(StyleNotFoundError):
+        library.remove([library.list()[0].id, "../nope"])  # unknown keys raise before anything is removed
+    assert library.remove([]) == 0 and len(library) == n
+    assert sorted(p.name for p in library.path.iterdir()) == before
+    with pytest.raises(LibraryError, match="does not fit"):
+        library.search_vector(np.ones(5))
+    for bad in (np.full(wb_dim(library), np.nan), np.ones((2, 3)), "text", None):
+        with pytest.raises(LibraryError, match="Fix:"):
+            library.search_vector(bad)
+    for query in (None, b"junk", tmp_path / "missing.png", np.zeros((0, 3))):
+        with pytest.raises(sdrag.InputError, match="Fix:"):
+            library.search(query)
+    hits = library.search("<script>alert('x')</script> 🎨 שלום \u202e", k=2, tags=["photo"])
+    assert len(hits) == 2 and all("photo" in h.tags for h in hits)
+    with pytest.raises(LibraryError, match=r"No style has all tags \['5'\]. Fix:"):
+        library.search("x", tags=[5])
+    with pytest.raises(LibraryError, match="Fix:"):
+        library.search("x", tags=["\ud800"])
+    for path in ("a\x00b.png", folder, tmp_path / "missing.png"):
+        with pytest.raises(sdrag.InputError, match="Fix:"):
+            library.add(path)
+    with pytest.raises(LibraryError, match="Fix:"):
+        library.ingest("styles\x00")
+    with pytest.raises(LibraryError, match="Fix:"):
+        sdrag.StyleLibrary("bad\x00dir", lambda: None, "x")
+
+
+def wb_dim(library) -> int:
+    return int(library.vectors([library.list()[0].id]).shape[1])
+
+
+def test_a_held_lock_times_out_with_the_fix_and_threads_share_a_library(fresh, tmp_path):
+    import fcntl
+    import threading
+    import time
+
+    library, folder = fresh
+    slow = sdrag.StyleLibrary(library.path, library._embedder_factory, library.embedder_name, lock_timeout=0.3)
+    fd = os.open(library.path / "sdrag.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as another process in the middle of a write would
+    try:
+        start = time.monotonic()
+        with pytest.raises(LibraryError, match="busy.*Fix:.*chroma run"):
+            len(slow)
+        assert time.monotonic() - start < 3
+    finally:
+        os.close(fd)
+    assert len(slow) == 0
+    # Two threads ingesting two folders into one library at once: both complete, nothing lost.
+    other = tmp_path / "more"
+    other.mkdir()
+    for i in range(6):
+        _noise(60 + i).save(folder / f"a{i}.png")
+        _noise(70 + i).save(other / f"b{i}.png")
+    errors: list[BaseException] = []
+
+    def run(path):
+        try:
+            library.ingest(path, batch_size=2, progress=False)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in (folder, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(library) == 12
+    assert len({h.id for h in library.search_vector(library.vectors([library.list()[0].id])[0], k=50)}) == 12
