@@ -449,12 +449,8 @@ class StyleLibrary:
     def add(self, path: str | Path, name: str | None = None, caption: str = "", tags: Sequence[str] | str = (),
             licence: str = "unknown", source: str = "") -> Style:
         """Add (or update) one image file with its metadata; returns the stored Style."""
-        try:
-            file = Path(path).expanduser().resolve()
-            found = file.is_file()
-        except (OSError, ValueError, TypeError, RuntimeError):
-            found = False
-        if not found:
+        file = _existing(path, folder=False)
+        if file is None:
             raise InputError(f"Image file not found: {_short_path(path)}. Fix: check the path (it must be a file).")
         try:
             data = _read_limited(file)
@@ -643,13 +639,18 @@ def _is_backend_error(exc: Exception) -> bool:
 # -- manifest and metadata helpers ----------------------------------------------------------------------
 
 
-def _style_folder(folder: Any) -> Path:
+def _existing(path: Any, folder: bool) -> Path | None:
+    """`path` resolved if it names an existing folder (or file); None for anything unusable, NUL bytes included."""
     try:
-        path = Path(folder).expanduser().resolve()
-        ok = path.is_dir()
+        resolved = Path(path).expanduser().resolve()
+        return resolved if (resolved.is_dir() if folder else resolved.is_file()) else None
     except (OSError, ValueError, TypeError, RuntimeError):
-        ok = False
-    if not ok:
+        return None
+
+
+def _style_folder(folder: Any) -> Path:
+    path = _existing(folder, folder=True)
+    if path is None:
         raise LibraryError(f"Style folder not found: {_short_path(folder)}. Fix: pass a folder of images.")
     return path
 

@@ -1,6 +1,7 @@
 """Shared fixtures: a fresh tiny preset per session, a workbench with the starter styles, test sketches."""
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -42,6 +43,13 @@ def wb(tmp_path_factory):
     report = bench.library.ingest(STYLES)
     assert report.added, report.table()
     return bench.load()
+
+
+def free_port() -> int:
+    """A localhost TCP port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def fail_generation(wb, monkeypatch, error, seed=None, times=None) -> list[dict]:

@@ -3,14 +3,13 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
-from conftest import REPO, STYLES
+from conftest import REPO, STYLES, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("CI"):
@@ -23,12 +22,6 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
          "--disable-component-update", "--disable-sync"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def lab(tmp_path):
     """JupyterLab serving a throwaway copy of the project (so nothing is saved into the checkout)."""
@@ -37,7 +30,7 @@ def lab(tmp_path):
     (project / "experiments").mkdir()
     shutil.copytree(STYLES, project / "styles")
     shutil.copy(REPO / "notebooks" / "03_rag_studio.ipynb", project / "notebooks")
-    port, token = _free_port(), "sdrag-test-token"
+    port, token = free_port(), "sdrag-test-token"
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={project}",
            "--ServerApp.disable_check_xsrf=True", "--allow-root"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port
 from PIL import Image
 
 import sdrag
@@ -118,17 +119,11 @@ def test_a_process_holding_the_lock_makes_another_wait_then_refuse_with_the_fix(
     assert len(sdrag.StyleLibrary(db, lambda: wb.embedder, wb.embedder_name, lock_timeout=0.5)) == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def chroma_server(tmp_path):
     """A `chroma run` server on a free localhost port, stopped after the test."""
     chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "chroma.log", "w")
     env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
     proc = subprocess.Popen([chroma, "run", "--path", str(tmp_path / "server-db"), "--host", "127.0.0.1",
@@ -167,7 +162,7 @@ def test_many_writers_through_a_chroma_server_selected_by_configuration(tmp_path
 
 
 def test_an_unreachable_server_gives_one_clear_error(wb):
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(sdrag.LibraryError, match=r"Cannot open the style library at http://127\.0\.0\.1.*"
                                                   r"Fix: start the server \(`chroma run"):
         sdrag.StyleLibrary(url, lambda: wb.embedder, wb.embedder_name)
