@@ -1,28 +1,18 @@
 """The style library: reference images, CLIP-embedded, in a persistent ChromaDB collection (cosine space).
 
-A library lives in a folder (ChromaDB on disk, one process at a time per operation, serialised by a file lock)
-or behind a `chroma run` server (give its URL, e.g. "http://127.0.0.1:8000", as the library location); the
-code path is the same, only the client differs.
+Where the collection lives (a folder shared under a file lock, or a `chroma run` server) is `store.py`'s concern.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import os
-import re
 import reprlib
-import threading
-import time
-import uuid
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -30,29 +20,16 @@ from PIL import Image
 
 from .errors import InputError, LibraryError, SdragError, StyleNotFoundError
 from .images import load_image
+from .store import LOCK_TIMEOUT_S, server_url, store_for
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; there a library folder takes one process at a time.
-    fcntl = None
-
-COLLECTION = "sdrag_styles"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MANIFEST_NAMES = ("manifest.yaml", "manifest.yml", "manifest.json")
-LOCK_FILE = "sdrag.lock"
-LOCK_TIMEOUT_S = 60.0
 MAX_FILE_BYTES = 256 * 2**20
 MAX_MANIFEST_BYTES = 16 * 2**20
 # CLIP resizes the short side and centre-crops a square: beyond this the crop is a sliver, and a 1 x 80M-pixel
 # strip (small as a PNG) would be resized to gigapixels.
 MAX_ASPECT = 50.0
 _TAG = "tag:"
-# chroma 1.5 saves its HNSW files in place every `sync_threshold` applied records, and a kill -9 during that
-# save leaves an index it can no longer load ("Failed to apply logs to the hnsw segment writer"). Never saving
-# them keeps every byte of state in SQLite, which is transactional; each open rebuilds the index from its log.
-_SYNC_THRESHOLD = 10**8
-_RECORD_BYTES = 128
-_URL = re.compile(r"^(https?):/{1,2}([^/?#\s]+?)/*$", re.IGNORECASE)
 
 
 @dataclass
@@ -112,88 +89,6 @@ class IngestReport:
         return f"{len(self.added)} added, {len(self.updated)} updated, {len(self.skipped)} skipped"
 
 
-def server_url(location: Any) -> str | None:
-    """Return `location` as a normalised chroma server URL ('http://host:port') if it names one, else None.
-
-    `Path("http://h:8000")` collapses the double slash, so "http:/h:8000" is accepted too.
-    """
-    if not isinstance(location, (str, os.PathLike)):
-        return None
-    match = _URL.match(os.fspath(location).strip())
-    if not match:
-        return None
-    return f"{match.group(1).lower()}://{match.group(2)}"
-
-
-def library_location(location: str | Path) -> str | Path:
-    """A library location as given: a server URL stays a string, anything else becomes a Path."""
-    return server_url(location) or Path(location)
-
-
-class _Store:
-    """This process's one chroma client for a library location, shared by every StyleLibrary on it.
-
-    chroma caches one client system per folder per process, so instances must share it; it is reopened when
-    another process has written, because an open client keeps serving (and would write back) its own stale
-    in-memory index.
-    """
-
-    def __init__(self, location: str, url: str | None, embedder_name: str):
-        self.location = location
-        self.url = url
-        self.embedder_name = embedder_name
-        self.client: Any = None
-        self.col: Any = None
-        self.token: str | None = None
-        self.mutex = threading.Lock()
-
-    def open(self) -> None:
-        import chromadb
-        from chromadb.config import Settings
-
-        self.close()
-        # Telemetry off: sdrag promises zero network calls offline.
-        settings = Settings(anonymized_telemetry=False, allow_reset=False)
-        if self.url:
-            parts = urlsplit(self.url)
-            https = parts.scheme == "https"
-            client = chromadb.HttpClient(host=parts.hostname or "localhost", port=parts.port or (443 if https else 80),
-                                         ssl=https, settings=settings)
-        else:
-            client = chromadb.PersistentClient(path=self.location, settings=settings)
-        try:
-            col = client.get_or_create_collection(
-                COLLECTION, embedding_function=None,
-                configuration={"hnsw": {"space": "cosine", "sync_threshold": _SYNC_THRESHOLD}},
-                metadata={"embedder": self.embedder_name},
-            )
-            hnsw = (getattr(col, "configuration_json", None) or {}).get("hnsw") or {}
-            if (hnsw.get("sync_threshold") or 0) < _SYNC_THRESHOLD:  # a library made before sdrag set it
-                col.modify(configuration={"hnsw": {"sync_threshold": _SYNC_THRESHOLD}})
-        except BaseException:
-            client.close()
-            raise
-        self.client, self.col = client, col
-
-    def close(self) -> None:
-        if self.client is not None:
-            with contextlib.suppress(Exception):
-                self.client.close()
-        self.client = self.col = None
-
-
-_STORES: dict[str, _Store] = {}
-_STORES_LOCK = threading.Lock()
-
-
-def _store_for(location: str, url: str | None, embedder_name: str) -> _Store:
-    with _STORES_LOCK:
-        store = _STORES.get(location)
-        if store is None:
-            store = _STORES[location] = _Store(location, url, embedder_name)
-        return store
-
-
 class StyleLibrary:
     """Style reference images in a persistent ChromaDB collection, searchable by text or image."""
 
@@ -221,7 +116,7 @@ class StyleLibrary:
                     " path (or a chroma server URL such as 'http://127.0.0.1:8000')."
                 ) from None
             location = str(self.path)
-        self._store = _store_for(location, url, embedder_name)
+        self._store = store_for(location, url, embedder_name)
         with self._session("open") as col:
             built_with = (col.metadata or {}).get("embedder")
         if built_with != embedder_name:
@@ -240,92 +135,9 @@ class StyleLibrary:
         with self._session("count") as col:
             return col.count()
 
-    # -- locking ----------------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _session(self, op: str, write: bool = False) -> Iterator[Any]:
-        """Hold the library for one short operation and yield a collection that sees every committed write."""
-        store = self._store
-        deadline = time.monotonic() + self.lock_timeout
-        if not store.mutex.acquire(timeout=self.lock_timeout):
-            raise self._busy(op, "another thread of this process")
-        try:
-            with self._file_lock(op, deadline) as fd:
-                token = _read_token(fd) if fd is not None else None
-                if store.col is None or token != store.token:
-                    self._open_store()
-                    store.token = token
-                if fd is not None:
-                    if write:
-                        # Changed before writing, so a writer killed mid-write still makes others reopen.
-                        store.token = uuid.uuid4().hex
-                    _write_record(fd, store.token or "", op)
-                try:
-                    yield store.col
-                except Exception as exc:
-                    if _is_backend_error(exc):
-                        raise self._backend_error(op, exc) from None
-                    raise
-        finally:
-            store.mutex.release()
-
-    def _open_store(self) -> None:
-        try:
-            self._store.open()
-        except Exception as exc:  # chromadb raises many types for a bad folder or an absent server
-            self._store.close()
-            fix = ("start the server (`chroma run --path DIR --port PORT`) and check the URL" if self._store.url
-                   else "use a writable folder that only sdrag's ChromaDB uses")
-            raise LibraryError(f"Cannot open the style library at {self.path}: {exc}. Fix: {fix}.") from None
-
-    @contextlib.contextmanager
-    def _file_lock(self, op: str, deadline: float) -> Iterator[int | None]:
-        if self._store.url or fcntl is None:
-            yield None  # a server serialises its clients itself
-            return
-        lock = Path(self._store.location) / LOCK_FILE
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            raise LibraryError(
-                f"Cannot open the library lock file {lock}: {exc.strerror}. Fix: use a library folder you can write to."
-            ) from None
-        try:
-            delay = 0.001
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise self._busy(op, _holder(fd)) from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.05)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                        raise
-                    warnings.warn(f"The file system of {lock} does not support locks ({exc.strerror}): run only one"
-                                  " process on this style library at a time.", RuntimeWarning, stacklevel=4)
-                    break
-            yield fd
-        finally:
-            os.close(fd)  # releases the lock, also on a crash or kill
-
-    def _busy(self, op: str, holder: str) -> LibraryError:
-        return LibraryError(
-            f"The style library at {self.path} is busy: {holder} has held it for more than {self.lock_timeout:g} s,"
-            f" so this {op} gave up. Fix: wait for that to finish and retry, stop it if it is stuck, or pass a longer"
-            f" lock_timeout; for many processes writing at once, serve the folder with `chroma run --path"
-            f" {self.path} --port 8000` and use 'http://127.0.0.1:8000' as the library."
-        )
-
-    def _backend_error(self, op: str, exc: Exception) -> LibraryError:
-        if self._store.url:
-            fix = "check that the chroma server is running and reachable, then retry"
-        else:
-            fix = ("retry; if it fails again the index is damaged: move the folder aside and ingest the styles again"
-                   " (ids are content hashes, so nothing else changes)")
-        return LibraryError(f"ChromaDB failed during {op} on the style library at {self.path}: {exc}. Fix: {fix}.")
+    def _session(self, op: str, write: bool = False):
+        """Hold the library for one operation (see Store.session); yields the collection."""
+        return self._store.session(op, write, self.lock_timeout)
 
     # -- ingest -----------------------------------------------------------------------------------------
 
@@ -598,42 +410,6 @@ class StyleLibrary:
             resolved = sorted({self._resolve(col, k).id for k in keys})
             col.delete(ids=resolved)
         return len(resolved)
-
-
-# -- lock file ------------------------------------------------------------------------------------------
-# One fixed-size record: a token that every write changes (so other processes know to reopen), then who holds
-# the lock now (for the message when another process waits too long).
-
-
-def _read_token(fd: int) -> str:
-    return os.pread(fd, _RECORD_BYTES, 0).decode("ascii", "replace").split("\n", 1)[0].strip()
-
-
-def _write_record(fd: int, token: str, op: str) -> None:
-    record = f"{token}\n{os.getpid()} {op} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
-    os.pwrite(fd, record[:_RECORD_BYTES].ljust(_RECORD_BYTES, b" "), 0)
-
-
-def _holder(fd: int) -> str:
-    try:
-        pid, op, day, clock = os.pread(fd, _RECORD_BYTES, 0).decode("ascii", "replace").split("\n")[1].split()
-    except (OSError, ValueError, IndexError):
-        return "another process"
-    if pid == str(os.getpid()):
-        return f"another thread of this process ({op}, since {clock})"
-    return f"process {pid} ({op}, since {day} {clock})"
-
-
-def _is_backend_error(exc: Exception) -> bool:
-    from chromadb.errors import ChromaError
-
-    if isinstance(exc, ChromaError):
-        return True
-    try:
-        import httpx
-    except ImportError:  # pragma: no cover - chromadb depends on httpx
-        return False
-    return isinstance(exc, httpx.HTTPError)
 
 
 # -- manifest and metadata helpers ----------------------------------------------------------------------

@@ -14,9 +14,9 @@ import numpy as np
 
 from .errors import ParameterError, SdragError
 from .files import safe_name
-from .library import server_url
 from .params import Params
 from .presets import PRESET_NAMES
+from .store import server_url
 
 SPEC_KEYS = ("name", "preset", "sketch", "styles", "library", "base", "axes", "zip", "cells", "batch",
              "metrics", "edge_tolerance")

@@ -22,9 +22,10 @@ from .errors import MemoryExhaustedError, ParameterError
 from .files import atomic_save_image, atomic_write_bytes, atomic_write_json, safe_name
 from .generate import Generator, MemoryOptions, Progress
 from .images import ImageLike, fit_image, load_image
-from .library import Style, StyleLibrary, library_location
+from .library import Style, StyleLibrary
 from .params import Params, layer_scales
 from .presets import ModelSpec, check_available, get_spec, load_kwargs, pick_device, pick_dtype
+from .store import library_location
 from .tiny import TINY_VERSION, cache_dir
 
 

@@ -1,5 +1,5 @@
-"""Several processes on one library: a file lock serialises them, a kill -9 loses nothing finished, and a
-`chroma run` server takes many writers through the same StyleLibrary code."""
+"""Several processes on one library (sdrag/store.py): a file lock serialises them, a kill -9 loses nothing
+finished, and a `chroma run` server takes many writers through the same StyleLibrary code."""
 
 import os
 import random
