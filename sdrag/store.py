@@ -146,8 +146,13 @@ class Store:
 
     @contextlib.contextmanager
     def _file_lock(self, op: str, deadline: float, timeout: float) -> Iterator[int | None]:
-        if self.url or fcntl is None:
+        if self.url:
             yield None  # a server serialises its clients itself
+            return
+        if fcntl is None:
+            warnings.warn(f"No file locks on this system: run only one process on the style library at {self.location}"
+                          " at a time, or serve it with `chroma run`.", RuntimeWarning, stacklevel=5)
+            yield None
             return
         lock = Path(self.location) / LOCK_FILE
         try:

@@ -166,3 +166,14 @@ def test_an_unreachable_server_gives_one_clear_error(wb):
     with pytest.raises(sdrag.LibraryError, match=r"Cannot open the style library at http://127\.0\.0\.1.*"
                                                   r"Fix: start the server \(`chroma run"):
         sdrag.StyleLibrary(url, lambda: wb.embedder, wb.embedder_name)
+
+
+def test_without_file_locks_the_library_works_and_warns(tmp_path, wb, monkeypatch):
+    import sdrag.store
+
+    monkeypatch.setattr(sdrag.store, "fcntl", None)  # as on Windows
+    folder = _styles(tmp_path / "styles", 3, 5)
+    with pytest.warns(RuntimeWarning, match="only one process.*chroma run"):
+        library = sdrag.StyleLibrary(tmp_path / "db", lambda: wb.embedder, wb.embedder_name)
+        assert len(library.ingest(folder, progress=False).added) == 3
+    assert not (tmp_path / "db" / "sdrag.lock").exists()
