@@ -7,6 +7,7 @@ import textwrap
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from conftest import fail_generation
@@ -120,7 +121,7 @@ def test_run_folder_of_another_preset_is_refused(wb, tmp_path):
 KILLABLE = textwrap.dedent("""
     from sdrag.sweep import run_sweep
     spec = {"name": "k", "library": LIB, "base": {"prompt": "a neon city", "steps": 2, "size": 64}, "batch": 2,
-            "axes": {"controlnet_scale": [0.5, 1.0, 1.5, 2.0], "seed": [0, 1, 2]}}
+            "axes": {"controlnet_scale": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "seed": [0, 1, 2]}}
     run_sweep(spec, out_dir=OUT, progress=False, report=False)
 """)
 
@@ -134,28 +135,27 @@ def test_kill_9_at_five_random_moments_then_resume_is_identical(tmp_path):
     code = KILLABLE.replace("LIB", repr(str(lib))).replace("OUT", repr(str(reference)))
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
     code = KILLABLE.replace("LIB", repr(str(lib))).replace("OUT", repr(str(killed)))
+    per_batch = pd.read_csv(reference / "results.csv").groupby("batch")["seconds"].sum().median()
     rng = random.Random()
     seed = rng.randrange(10**6)
     rng.seed(seed)
     kills = 0
     for _ in range(5):
-        # Each round lets at least one new row land, then kills after a random extra moment: mid-batch, mid-write,
-        # between batches. The 8 batches outnumber the 5 rounds, so every round has work left to interrupt.
+        # Each round lets at least one new row land, then kills within one more batch's time: mid-batch,
+        # mid-write or between batches. A round so takes at most 2 of the 12 batches, so all 5 find work left.
         target = _rows(killed) + 1
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
         while _rows(killed) < target and proc.poll() is None and time.time() < deadline:
             time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.3))
+        time.sleep(rng.uniform(0, per_batch))
         kills += proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert kills == 5, f"the sweep finished before the 5th kill (random seed {seed})"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
-    import pandas as pd
-
     a, b = pd.read_csv(reference / "results.csv"), pd.read_csv(killed / "results.csv")
-    assert len(b) == 12 and b["cell_id"].is_unique and (b["status"] == "ok").all(), seed
+    assert len(b) == 18 and b["cell_id"].is_unique and (b["status"] == "ok").all(), seed
     assert list(a["cell_id"]) == list(b["cell_id"]) and list(a["image_sha256"]) == list(b["image_sha256"]), seed
     assert sorted(p.name for p in (killed / "rows").iterdir()) == sorted(f"{c}.json" for c in b["cell_id"])
     assert not list(killed.rglob("*.tmp"))
