@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -50,14 +51,18 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
 
 
+def image_bytes(image: Image.Image, format: str = "PNG", **save_kwargs: Any) -> bytes:
+    """The encoded file of a PIL image (PNG unless told), as bytes."""
+    buf = io.BytesIO()
+    image.save(buf, format=format, **save_kwargs)
+    return buf.getvalue()
+
+
 def atomic_save_image(image: Image.Image, path: str | os.PathLike, **save_kwargs: Any) -> Path:
     """Save a PIL image (format from the suffix), atomically."""
-    import io
-
     path = Path(path)
-    buf = io.BytesIO()
-    image.save(buf, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"), **save_kwargs)
-    return atomic_write_bytes(path, buf.getvalue())
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    return atomic_write_bytes(path, image_bytes(image, fmt, **save_kwargs))
 
 
 def safe_name(name: str, what: str = "name") -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, image_bytes
 from .spec import CANNY_SIDES, grid_dims
 
 # The guard: no grid image grows past this many pixels a side; more values spill onto further pages.
@@ -191,14 +191,13 @@ def _text(draw: ImageDraw.ImageDraw, at: tuple[int, int], lines: list[str]) -> N
 
 
 def _png(fig_or_img) -> bytes:
-    buf = io.BytesIO()
     if isinstance(fig_or_img, Image.Image):
-        fig_or_img.save(buf, format="PNG")
-    else:
-        import matplotlib.pyplot as plt
+        return image_bytes(fig_or_img)
+    import matplotlib.pyplot as plt
 
-        fig_or_img.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-        plt.close(fig_or_img)
+    buf = io.BytesIO()
+    fig_or_img.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig_or_img)
     return buf.getvalue()
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import SdragError, StorageError
-from .files import atomic_write_bytes, atomic_write_json
+from .files import atomic_save_image, atomic_write_bytes, atomic_write_json, image_bytes
 from .generate import MemoryOptions
 from .images import SAMPLE_SKETCH, load_image
 from .params import Params
@@ -97,9 +97,7 @@ def run_sweep(spec: str | Path | dict | SweepSpec, out_dir: str | Path | None = 
     _check_styles(wb, params)
     if not (out / "sketch.png").is_file():
         # The run folder keeps its own copy of the sketch, so a cell can be reproduced from the folder alone.
-        buf = io.BytesIO()
-        sketch.save(buf, format="PNG")
-        atomic_write_bytes(out / "sketch.png", buf.getvalue())
+        atomic_save_image(sketch, out / "sketch.png")
     context = {"preset": sp.preset, "sketch": sketch_sha}
     plan = _Plan(params=params, labels=[cell_params(sp, o).to_dict() for o in sp.expand()],
                  ids=[cell_id(p, context) for p in params])
@@ -208,9 +206,7 @@ def _run_chunk(wb, sp: SweepSpec, sketch, plan: _Plan, chunk, missing, batch_no,
     for j, i in enumerate(chunk):
         if i not in missing:
             continue
-        buf = io.BytesIO()
-        res.images[j].save(buf, format="PNG")
-        data = buf.getvalue()
+        data = image_bytes(res.images[j])
         image_path = atomic_write_bytes(out / "cells" / f"{plan.ids[i]}.png", data)
         row = _base_row(plan, i, batch_no)
         row.update(status="ok", error=note, seconds=round(seconds, 4), peak_mem_mb=round(peak, 1),
@@ -338,7 +334,8 @@ def reproduce(run_dir: str | Path, cell: str, workbench=None) -> tuple[Any, bool
         raise SweepError(f"No finished cell {cell!r} in {run.out_dir}. Fix: pick a cell_id from results.csv.")
     row = match.iloc[0]
     refs = [(part.rsplit(":", 1)[0], float(part.rsplit(":", 1)[1])) for part in str(row["references"]).split(";")]
-    params = Params.from_dict(json.loads(row["resolved"]))
+    resolved = json.loads(row["resolved"])
+    params = Params.from_dict(resolved)
     seeds = json.loads(row["batch_seeds"])
     params = params.update(style=refs, seed=seeds).resolved()
     sketch = load_image(run.out_dir / "sketch.png")
@@ -354,11 +351,9 @@ def reproduce(run_dir: str | Path, cell: str, workbench=None) -> tuple[Any, bool
     if hashlib.sha256(res.edges.tobytes()).hexdigest() != row["edges_sha256"]:
         raise SweepError(f"The Canny map of cell {cell} differs from the recorded one (another OpenCV build?);"
                          " the image cannot match. Fix: reproduce with the package versions in manifest.json.")
-    image = res.images[seeds.index(json.loads(row["resolved"])["seed"])]
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    same = hashlib.sha256(buf.getvalue()).hexdigest() == row["image_sha256"]
-    return Image.open(io.BytesIO(buf.getvalue())), same
+    data = image_bytes(res.images[seeds.index(resolved["seed"])])
+    same = hashlib.sha256(data).hexdigest() == row["image_sha256"]
+    return Image.open(io.BytesIO(data)), same
 
 
 def _check_weights(recorded: dict, current: dict) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import io
 import threading
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from PIL import Image
 
 from .canny import canny_edges
 from .errors import GenerationCancelled, InputError, SdragError
+from .files import image_bytes
 from .images import SAMPLE_SKETCH, ImageLike, load_image
 from .params import IP_SCALE_PRESETS, Params
 
@@ -20,9 +20,7 @@ def png_bytes(image: Image.Image, max_side: int = 512) -> bytes:
     """PNG bytes of `image`, downscaled to at most `max_side` (widgets ship bytes to the browser)."""
     image = image.copy()
     image.thumbnail((max_side, max_side))
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+    return image_bytes(image)
 
 
 def uploaded_image(upload: w.FileUpload) -> Image.Image | None:
