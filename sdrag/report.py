@@ -14,6 +14,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from .files import atomic_write_bytes, image_bytes
+from .metrics import METRICS
 from .spec import CANNY_SIDES, grid_dims
 
 # The guard: no grid image grows past this many pixels a side; more values spill onto further pages.
@@ -201,7 +202,7 @@ def _png(fig_or_img) -> bytes:
     return buf.getvalue()
 
 
-def heatmaps(run, metrics: tuple[str, ...] = ("edge_f1", "style_similarity", "prompt_alignment")) -> list:
+def heatmaps(run, metrics: tuple[str, ...] = METRICS) -> list:
     """A matplotlib heatmap per metric over the two main grid dimensions (mean over everything else)."""
     import matplotlib.pyplot as plt
 
@@ -261,8 +262,8 @@ def _img_tag(data: bytes, alt: str) -> str:
 def _result_columns(table: pd.DataFrame) -> list[str]:
     from .sweep import varying_params
 
-    keep = ["cell_id", "status", "error", *varying_params(table), "references", "retrieved", "edge_f1",
-            "style_similarity", "prompt_alignment", "seconds", "peak_mem_mb"]
+    keep = ["cell_id", "status", "error", *varying_params(table), "references", "retrieved", *METRICS, "seconds",
+            "peak_mem_mb"]
     return list(dict.fromkeys(c for c in keep if c in table))
 
 
@@ -345,10 +346,10 @@ def compare_runs(run_dirs, out_path: str | Path | None = None) -> pd.DataFrame:
         ok = run.table[run.table["status"] == "ok"].copy()
         for k in keys:
             ok[k] = ok[k].astype(str) if k in ok else ""
-        means = ok.groupby(keys or ["prompt"], sort=False)[["edge_f1", "style_similarity", "prompt_alignment"]].mean()
+        means = ok.groupby(keys or ["prompt"], sort=False)[list(METRICS)].mean()
         means.columns = [f"{c}[{i}]" for c in means.columns]
         merged = means if merged is None else merged.join(means, how="outer")
-    for metric in ("edge_f1", "style_similarity", "prompt_alignment"):
+    for metric in METRICS:
         for i in range(1, len(runs)):
             merged[f"{metric} delta[{i}-0]"] = merged[f"{metric}[{i}]"] - merged[f"{metric}[0]"]
     merged = merged.reset_index()

@@ -232,7 +232,7 @@ def _duplicates(overrides: list[dict], resolved: list[Params]) -> list[str]:
     first: dict[str, int] = {}
     out = []
     for i, p in enumerate(resolved):
-        key = json.dumps(p.to_dict(), sort_keys=True, default=str)
+        key = canonical(p.to_dict())
         if key in first:
             out.append(f"cells {first[key]} ({_show(overrides[first[key]])}) and {i} ({_show(overrides[i])}) "
                        "resolve to the same parameters; remove the repeated value")
@@ -246,7 +246,12 @@ def _show(overrides: dict) -> str:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    return canonical(a) == canonical(b)
+
+
+def canonical(value: Any) -> str:
+    """One JSON text per value (keys sorted), so equal parameters compare, group and hash alike."""
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _lines(exc: ParameterError) -> list[str]:
@@ -258,7 +263,7 @@ def _lines(exc: ParameterError) -> list[str]:
 
 def cell_id(p: Params, context: dict) -> str:
     """Content hash of a cell's resolved parameters and what they act on (preset, sketch)."""
-    blob = json.dumps({"params": p.to_dict(), **context}, sort_keys=True, default=str)
+    blob = canonical({"params": p.to_dict(), **context})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -18,14 +18,15 @@ from .errors import SdragError, StorageError
 from .files import atomic_save_image, atomic_write_bytes, atomic_write_json, image_bytes
 from .generate import MemoryOptions
 from .images import SAMPLE_SKETCH, load_image
+from .metrics import METRICS
 from .params import Params
-from .spec import SweepError, SweepSpec, cell_id, cell_params, load_spec, validate
+from .spec import SweepError, SweepSpec, canonical, cell_id, cell_params, load_spec, validate
 
 __all__ = ["SweepError", "SweepFailed", "SweepRun", "load_spec", "reproduce", "run_sweep", "validate"]
 
-ROW_COLUMNS = ["cell", "cell_id", "status", "error", *Params.names(), "references", "retrieved",
-               "edge_f1", "style_similarity", "prompt_alignment", "seconds", "peak_mem_mb", "memory", "batch",
-               "batch_seeds", "image", "image_sha256", "edges_sha256", "resolved"]
+ROW_COLUMNS = ["cell", "cell_id", "status", "error", *Params.names(), "references", "retrieved", *METRICS,
+               "seconds", "peak_mem_mb", "memory", "batch", "batch_seeds", "image", "image_sha256", "edges_sha256",
+               "resolved"]
 DEFAULT_STYLES = Path(__file__).resolve().parent.parent / "styles"
 
 
@@ -152,7 +153,7 @@ def _batches(sp: SweepSpec, params: list[Params]):
     that keeps expensive changes (style, prompt, Canny, size) in the outer loop."""
     groups: dict[str, list[int]] = {}
     for i, p in enumerate(params):
-        key = json.dumps({**p.to_dict(), "seed": None}, sort_keys=True, default=str)
+        key = canonical({**p.to_dict(), "seed": None})
         groups.setdefault(key, []).append(i)
 
     def order(key: str) -> tuple:
