@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import SdragError, StorageError
+from .errors import SdragError, StorageError, StyleNotFoundError
 from .files import atomic_save_image, atomic_write_bytes, atomic_write_json, image_bytes
 from .generate import MemoryOptions
 from .images import SAMPLE_SKETCH, load_image
@@ -135,8 +135,6 @@ def run_sweep(spec: str | Path | dict | SweepSpec, out_dir: str | Path | None = 
 
 def _check_styles(wb, params: list[Params]) -> None:
     """Refuse, before any generation and in one error, every style id or name the library lacks."""
-    from .errors import StyleNotFoundError
-
     keys = {k for p in params for k in ([p.style] if isinstance(p.style, str) else [k for k, _ in p.style or []])}
     missing = []
     for key in sorted(keys):
