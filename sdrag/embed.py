@@ -7,29 +7,30 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .hub import Part, load, quiet_loading
 from .images import ImageLike, load_image
-from .presets import checked_tokenizer, load_errors, load_failure, quiet_loading
+from .presets import checked_tokenizer
 
 
 class ClipEmbedder:
     """A CLIP model that maps prompts and images into one cosine space."""
 
-    def __init__(self, source: str, device: torch.device, dtype: torch.dtype, load_kwargs: dict | None = None):
-        """Load CLIP from a hub id or folder onto `device` in `dtype`."""
-        kw = dict(load_kwargs or {})
-        tok_kw = {k: v for k, v in kw.items() if k != "use_safetensors"}
-        try:
-            with quiet_loading():
-                # Imported here: without torchvision, transformers warns on first import of the processor.
-                from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+    def __init__(self, part: Part, device: torch.device, dtype: torch.dtype):
+        """Load CLIP as `part` plans it (a hub id at a revision, or a folder) onto `device` in `dtype`."""
 
-                self.model = CLIPModel.from_pretrained(source, dtype=dtype, **kw).to(device).eval()
-                self.tokenizer = CLIPTokenizer.from_pretrained(source, **tok_kw)
-                self.processor = CLIPImageProcessor.from_pretrained(source, **tok_kw)
-        except load_errors() as exc:
-            raise load_failure("the retrieval CLIP", source, exc, kw.get("use_safetensors") is None) from None
-        checked_tokenizer(self.tokenizer, source)
-        self.source = source
+        def load_all(p: Part):
+            # Imported here: without torchvision, transformers warns on first import of the processor.
+            from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+            model = CLIPModel.from_pretrained(p.source, dtype=dtype, **p.kwargs())
+            return (model, CLIPTokenizer.from_pretrained(p.source, **p.hub_kwargs()),
+                    CLIPImageProcessor.from_pretrained(p.source, **p.hub_kwargs()))
+
+        with quiet_loading():
+            model, self.tokenizer, self.processor = load(part, load_all)
+        self.model = model.to(device).eval()
+        checked_tokenizer(self.tokenizer, part.where)
+        self.source = part.where
         self.device = device
         self.dtype = dtype
         self.dim = int(self.model.config.projection_dim)

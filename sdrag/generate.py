@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from .errors import GenerationCancelled, ParameterError, SdragError, WeightsUnavailableError
+from .hub import Part, Plan, load, quiet_loading
 from .params import SD15_LAYOUT, Params, layer_scales
-from .presets import ModelSpec, checked_tokenizer, load_errors, load_failure, load_kwargs, quiet_loading
+from .presets import ModelSpec, checked_tokenizer
 
 Progress = Callable[[int, int], "bool | None"]
 
@@ -49,55 +50,56 @@ class MemoryOptions:
 class Generator:
     """StableDiffusionControlNetPipeline with IP-Adapter; stages are separate so callers can cache them."""
 
-    def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype, local_only: bool,
+    def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype, plan: Plan,
                  memory: MemoryOptions | dict | None = None):
-        """Load every component of `spec` onto `device` in `dtype` (IP-Adapter last, as diffusers requires)."""
+        """Load every component of `plan` onto `device` in `dtype` (IP-Adapter last, as diffusers requires)."""
         self.spec = spec
         self.device = device
         self.dtype = dtype
         self.memory = MemoryOptions.from_any(memory)
         if self.memory.cpu_offload and device.type != "cuda":
             raise ParameterError("memory cpu_offload needs a CUDA device; on CPU everything is in RAM already.")
-        if not spec.ip_adapter_weight.endswith(".safetensors") and not spec.allow_pickle:
-            raise WeightsUnavailableError(
-                f"IP-Adapter weights {spec.ip_adapter_weight!r} are pickled, which can run code when loaded."
-                " Fix: use the .safetensors file, or opt in with allow_pickle=True if you trust the source."
-            )
         with quiet_loading():
-            self.pipe = self._load(spec, load_kwargs(spec, local_only))
+            self.pipe = self._load(plan)
         self._apply_memory(self.memory)
         self._scheduler_config = dict(self.pipe.scheduler.config)
         self._check_ip_active()
 
-    def _load(self, spec: ModelSpec, kw: dict):
+    def _load(self, plan: Plan):
         from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
-        device, dtype = self.device, self.dtype
-        try:
-            controlnet = ControlNetModel.from_pretrained(spec.controlnet, dtype=dtype, **kw)
-        except load_errors() as exc:
-            raise load_failure("the ControlNet", spec.controlnet, exc, spec.allow_pickle) from None
-        try:
-            pipe = StableDiffusionControlNetPipeline.from_pretrained(
-                spec.base, controlnet=controlnet, safety_checker=None, requires_safety_checker=False,
-                dtype=dtype, **kw,
-            )
-        except load_errors() as exc:
-            raise load_failure("Stable Diffusion 1.5", spec.base, exc, spec.allow_pickle) from None
-        checked_tokenizer(pipe.tokenizer, spec.base)
+        dtype = self.dtype
+
+        def controlnet(part: Part):
+            return ControlNetModel.from_pretrained(part.source, dtype=dtype, **part.kwargs())
+
+        def pipeline(part: Part):
+            # The safety checker is passed as None, so its weights (1.2 GB in SD1.5) are never downloaded.
+            return StableDiffusionControlNetPipeline.from_pretrained(
+                part.source, controlnet=load(plan["controlnet"], controlnet), safety_checker=None,
+                requires_safety_checker=False, dtype=dtype, **part.kwargs())
+
+        pipe = load(plan["base"], pipeline)
+        checked_tokenizer(pipe.tokenizer, plan["base"].where)
         _check_layout(pipe.unet)
         pipe.set_progress_bar_config(disable=True)
         if not self.memory.cpu_offload:
-            pipe.to(device)
-        try:
-            # The image encoder is created in the pipeline's dtype and device: load it after moving.
-            pipe.load_ip_adapter(
-                spec.ip_adapter, subfolder=spec.ip_adapter_subfolder, weight_name=spec.ip_adapter_weight,
-                image_encoder_folder=spec.image_encoder_folder, local_files_only=kw["local_files_only"],
-            )
-        except (*load_errors(), KeyError) as exc:
-            raise load_failure("IP-Adapter", spec.ip_adapter, exc, spec.allow_pickle) from None
+            pipe.to(self.device)
+        # The image encoder is created in the pipeline's dtype and device: load it after moving.
+        load(plan["ip_adapter"], lambda part: self._load_ip_adapter(pipe, part))
         return pipe
+
+    def _load_ip_adapter(self, pipe, part: Part) -> None:
+        """Load the IP-Adapter image encoder (at the planned revision, safetensors unless allowed), then its weights."""
+        from transformers import CLIPVisionModelWithProjection
+
+        # Loaded here rather than by load_ip_adapter, which would pass neither the revision nor use_safetensors
+        # (and so fall back to a pickled pytorch_model.bin silently).
+        encoder = CLIPVisionModelWithProjection.from_pretrained(
+            part.source, subfolder=self.spec.image_encoder_subfolder, dtype=self.dtype, **part.kwargs())
+        pipe.register_modules(image_encoder=encoder.to(pipe.device))
+        pipe.load_ip_adapter(part.source, subfolder=self.spec.ip_adapter_subfolder,
+                             weight_name=self.spec.ip_adapter_weight, image_encoder_folder=None, **part.hub_kwargs())
 
     # -- set-up checks ----------------------------------------------------------------------------------
 

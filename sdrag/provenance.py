@@ -11,12 +11,11 @@ import sys
 from pathlib import Path
 
 from .files import atomic_write_json
-from .presets import PICKLE_SUFFIXES, ModelSpec, is_local
+from .hub import Plan, snapshot_commit
 from .tiny import cache_dir
 
 PACKAGES = ("sdrag", "torch", "diffusers", "transformers", "accelerate", "safetensors", "huggingface_hub",
             "chromadb", "numpy", "pillow", "opencv-python-headless", "pandas")
-WEIGHT_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
 
 
 def versions() -> dict[str, str | None]:
@@ -40,40 +39,6 @@ def device_info(device, dtype) -> dict:
     return info
 
 
-def _component_files(spec: ModelSpec) -> dict[str, list[Path]]:
-    """The weight files each component loads, found locally (hub ids: in the Hugging Face cache)."""
-    sub = spec.ip_adapter_subfolder
-    parts = {
-        "base": (spec.base, ["unet", "vae", "text_encoder"]),
-        "controlnet": (spec.controlnet, [""]),
-        "ip_adapter": (spec.ip_adapter, [f"{sub}/{spec.ip_adapter_weight}", f"{sub}/{spec.image_encoder_folder}"]),
-        "clip": (spec.clip, [""]),
-    }
-    found: dict[str, list[Path]] = {}
-    for part, (source, subpaths) in parts.items():
-        root = _local_root(source)
-        files: list[Path] = []
-        for rel in subpaths:
-            target = root / rel if root else None
-            if target is None or not target.exists():
-                continue
-            candidates = [target] if target.is_file() else sorted(target.rglob("*"))
-            files += [f for f in candidates if f.is_file() and f.suffix in WEIGHT_SUFFIXES]
-        found[part] = files
-    return found
-
-
-def _local_root(source: str) -> Path | None:
-    if is_local(source):
-        return Path(source).expanduser()
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(source, local_files_only=True))
-    except Exception:  # not cached: nothing to hash, recorded as an empty list
-        return None
-
-
 def sha256_file(path: Path, memo: dict | None = None) -> str:
     """sha256 of a file, reusing `memo` entries keyed by (path, size, mtime)."""
     st = path.stat()
@@ -89,16 +54,27 @@ def sha256_file(path: Path, memo: dict | None = None) -> str:
     return h.hexdigest()
 
 
-def weight_hashes(spec: ModelSpec) -> dict[str, list[dict]]:
-    """sha256 of every weight file each component uses (memoised on disk, so GBs are hashed once)."""
+def weight_hashes(plan: Plan) -> dict[str, list[dict]]:
+    """sha256 of every weight file each component loads, with the commit it came from (memoised on disk).
+
+    A file not on disk yet (its download comes with the first load) is listed with sha256 None.
+    """
     memo_path = cache_dir() / "weight-hashes.json"
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         memo = {}
     before = len(memo)
-    out = {part: [{"file": str(f), "sha256": sha256_file(f, memo), "bytes": f.stat().st_size} for f in files]
-           for part, files in _component_files(spec).items()}
+    out: dict[str, list[dict]] = {}
+    for name, part in plan.items():
+        commit = snapshot_commit(part)
+        out[name] = []
+        for rel in part.weights:
+            path = part.path(rel)
+            out[name].append({"file": rel, "source": part.source, "revision": part.revision, "commit": commit,
+                              "path": str(path) if path else None,
+                              "sha256": sha256_file(path, memo) if path else None,
+                              "bytes": path.stat().st_size if path else None})
     if len(memo) != before:
         try:
             atomic_write_json(memo_path, memo)
@@ -113,20 +89,26 @@ def environment_flags() -> dict[str, str | None]:
 
 
 def preset_status():
-    """Which presets can run here: one row per preset with 'ready' and why not (checks in under 2 s)."""
+    """Which presets can run here: one row per preset, whether it is ready, and the full reason when not."""
     import pandas as pd
 
     from .errors import SdragError
-    from .presets import PRESET_NAMES, check_available, get_spec
+    from .hub import plan
+    from .presets import PRESET_NAMES, get_spec
 
     rows = []
     for name in PRESET_NAMES:
         if name == "sd15-random":
-            rows.append({"preset": name, "ready": True, "note": "built on first use (~8.4 GB, for benchmarks)"})
+            from .tiny import TINY_VERSION
+
+            built = (cache_dir() / f"random-full-v{TINY_VERSION}" / "COMPLETE").is_file()
+            rows.append({"preset": name, "ready": built,
+                         "note": "" if built else "not built yet: its first use builds it (~15 GB on disk, minutes;"
+                                                  " for GPU benchmarks)"})
             continue
         try:
-            check_available(get_spec(name))
+            plan(get_spec(name))
             rows.append({"preset": name, "ready": True, "note": ""})
         except SdragError as exc:
-            rows.append({"preset": name, "ready": False, "note": str(exc).splitlines()[0]})
+            rows.append({"preset": name, "ready": False, "note": str(exc)})
     return pd.DataFrame(rows)

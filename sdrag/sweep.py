@@ -302,7 +302,7 @@ def _manifest(sp: SweepSpec, wb, out: Path, sketch_sha: str) -> dict:
     manifest = {
         "name": sp.name, "preset": sp.preset, "spec": sp.to_dict(), "sketch_sha256": sketch_sha,
         "versions": provenance.versions(), "device": provenance.device_info(wb.device, wb.dtype),
-        "models": wb.spec.to_dict(), "weights": provenance.weight_hashes(wb.spec),
+        "models": wb.spec.to_dict(), "weights": wb.weight_hashes(),
         "library": {"path": str(wb.library.path), "embedder": wb.embedder_name, "styles": wb.library.snapshot()},
         "environment": provenance.environment_flags(),
     }
@@ -322,7 +322,6 @@ def reproduce(run_dir: str | Path, cell: str, workbench=None) -> tuple[Any, bool
     """
     from PIL import Image
 
-    from . import provenance
     from .report import load_run
     from .workbench import Workbench
 
@@ -342,7 +341,7 @@ def reproduce(run_dir: str | Path, cell: str, workbench=None) -> tuple[Any, bool
         raise SweepError(f"{run.out_dir / 'sketch.png'} is not the sketch this run used. Fix: restore it from the"
                          " run's backup; the manifest records its sha256.")
     wb = workbench or Workbench.from_preset(run.manifest["preset"], library_dir=run.manifest["library"]["path"])
-    _check_weights(run.manifest["weights"], provenance.weight_hashes(wb.spec))
+    _check_weights(run.manifest["weights"], wb.weight_hashes())
     memory = json.loads(row["memory"])
     # Memory savers change the arithmetic: rerun with those the cell ran with (they only ever switch on).
     wb.generator.use_memory(MemoryOptions(**{k: memory[k] for k in MemoryOptions.__dataclass_fields__}))

@@ -1,13 +1,16 @@
-"""Build the `tiny` preset: random-weight SD1.5-shaped components saved in hub layout as safetensors.
+"""Build the `tiny` preset: the five hub repos of `sd15`, with random weights, as local folders in hub layout.
 
-Every part is written where a hub snapshot would put it, so the `tiny` preset is loaded by exactly the
-same `from_pretrained` / `load_ip_adapter` calls as the real `sd15` preset. Weights are random but fixed
-(seeded), so two builds on any machine hold identical tensors.
+`tiny` differs from the real repos only in weight values and layer sizes: every metadata file is the
+published one (sdrag/assets/hub, sources in its SOURCES.md), copied byte for byte where it names no layer size
+and with only the size keys changed where it does. Weights are written under the real names, with the real
+fp16 variant files, so `tiny` is loaded by exactly the same `from_pretrained` / `load_ip_adapter` calls, with
+the same variant choice, as `sd15`. Weights are random but seeded: two builds hold identical tensors.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import json
 import os
 import shutil
@@ -16,48 +19,30 @@ from pathlib import Path
 
 import torch
 
-# Bump when the layout or any config below changes, so stale caches are rebuilt, not reused.
-TINY_VERSION = "1"
+# Bump when the layout, a config or a seed below changes, so stale caches are rebuilt, not reused.
+TINY_VERSION = "2"
 SEED = 20241124
-
 IP_TOKENS = 4
+METADATA = Path(__file__).resolve().parent / "assets" / "hub"
 
-# Two shapes behind one builder: `tiny` for tests and offline demos, `full` with SD1.5's real sizes (CLIP-L
-# text encoder, ViT-H IP-Adapter encoder, ViT-B/32 retrieval CLIP) for speed and memory benchmarks on a GPU.
 _SMALL_TF = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
-SHAPES: dict[str, dict] = {
+_SMALL_UNET = {"block_out_channels": [32, 32, 64, 64], "cross_attention_dim": 32}
+# Per config file, the layer-size keys `tiny` changes (nested dicts change nested keys). `full` changes
+# nothing: it is SD1.5's real architecture with random weights, for speed and memory benchmarks on a GPU.
+SHAPES: dict[str, dict[str, dict]] = {
     "tiny": {
-        "unet": {"block_out_channels": (32, 32, 64, 64), "cross_attention_dim": 32, "sample_size": 8},
-        "vae": {"block_out_channels": (16, 32, 32, 32), "layers_per_block": 1, "norm_num_groups": 8,
-                "sample_size": 64},
-        "text": {**_SMALL_TF, "vocab_size": 0},
-        "image_encoder": {**_SMALL_TF, "image_size": 32, "patch_size": 4, "projection_dim": 32},
-        "clip_text": {**_SMALL_TF, "vocab_size": 0},
-        "clip_vision": {**_SMALL_TF, "image_size": 32, "patch_size": 4},
-        "clip_projection": 32,
+        "unet": {**_SMALL_UNET},
+        "controlnet": {**_SMALL_UNET},
+        "vae": {"block_out_channels": [16, 32, 32, 32], "layers_per_block": 1, "norm_num_groups": 8},
+        "text_encoder": {**_SMALL_TF, "projection_dim": 32},
+        "image_encoder": {**_SMALL_TF, "projection_dim": 32},
+        "clip": {"projection_dim": 32, "text_config": {**_SMALL_TF, "projection_dim": 32},
+                 "vision_config": {**_SMALL_TF, "projection_dim": 32}},
+        "safety_checker": {"projection_dim": 32, "text_config": {**_SMALL_TF}, "vision_config": {**_SMALL_TF},
+                           "text_config_dict": {**_SMALL_TF}, "vision_config_dict": {**_SMALL_TF}},
     },
-    "full": {
-        "unet": {"block_out_channels": (320, 640, 1280, 1280), "cross_attention_dim": 768, "sample_size": 64},
-        "vae": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32,
-                "sample_size": 512},
-        "text": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                 "num_attention_heads": 12, "vocab_size": 49408},
-        "image_encoder": {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
-                          "num_attention_heads": 16, "image_size": 224, "patch_size": 14, "projection_dim": 1024},
-        "clip_text": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
-                      "num_attention_heads": 8, "vocab_size": 49408},
-        "clip_vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                        "num_attention_heads": 12, "image_size": 224, "patch_size": 32},
-        "clip_projection": 512,
-    },
+    "full": collections.defaultdict(dict),
 }
-
-# Folder names mirror the hub repos the sd15 preset uses.
-BASE_DIR = "stable-diffusion-v1-5"
-CONTROLNET_DIR = "control_v11p_sd15_canny"
-IP_ADAPTER_DIR = "IP-Adapter"
-CLIP_DIR = "clip-vit-base-patch32"
-IP_ADAPTER_WEIGHT = "ip-adapter_sd15.safetensors"
 
 # A small corpus so the tokenizer learns real merges and splits words the way CLIP's BPE does.
 _CORPUS = (
@@ -75,7 +60,7 @@ def cache_dir() -> Path:
 
 
 def tiny_root(root: str | os.PathLike | None = None, shapes: str = "tiny") -> Path:
-    """Return the folder of random-weight components of `shapes`, building it on first use."""
+    """Return the folder holding one sub-folder per hub repo id (`<root>/<org>/<name>`), building it on first use."""
     name = f"tiny-v{TINY_VERSION}" if shapes == "tiny" else f"random-{shapes}-v{TINY_VERSION}"
     target = Path(root) if root is not None else cache_dir() / name
     if not (target / "COMPLETE").is_file():
@@ -84,11 +69,11 @@ def tiny_root(root: str | os.PathLike | None = None, shapes: str = "tiny") -> Pa
 
 
 def build_tiny(target: str | os.PathLike, shapes: str = "tiny") -> Path:
-    """Write every component under `target` (atomically: a half-built folder is never visible)."""
+    """Write every repo under `target` (atomically: a half-built folder is never visible)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=target.parent))
-    from .presets import quiet_loading
+    from .hub import quiet_loading
 
     try:
         with quiet_loading():
@@ -107,96 +92,152 @@ def build_tiny(target: str | os.PathLike, shapes: str = "tiny") -> Path:
     return target
 
 
-def _build_into(root: Path, shape: dict) -> None:
-    from diffusers import (
-        AutoencoderKL,
-        ControlNetModel,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import (
-        CLIPConfig,
-        CLIPModel,
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPTokenizer,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-    )
+def _build_into(root: Path, shape: dict[str, dict]) -> None:
+    from .presets import CONTROLNETS, SD15_REPOS
 
-    tok_dir = root / "_tokenizer"
-    write_tokenizer_files(tok_dir)
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-           "pad_token_id": tokenizer.eos_token_id, "max_position_embeddings": 77}
+    tokenizer = _build_tokenizer(root / SD15_REPOS["base"] / "tokenizer", METADATA / SD15_REPOS["base"] / "tokenizer")
+    unet = _build_base(root / SD15_REPOS["base"], METADATA / SD15_REPOS["base"], shape, len(tokenizer))
+    for i, repo in enumerate((CONTROLNETS["canny-v11"], CONTROLNETS["canny-v10"])):
+        # The v1.0 repo publishes no fp16 variant; v1.1 does.
+        _build_controlnet(root / repo, METADATA / repo, shape, unet, seed=SEED + 3 + i, fp16=i == 0)
+    _build_ip_adapter(root / SD15_REPOS["ip_adapter"], METADATA / SD15_REPOS["ip_adapter"], shape, unet)
+    clip_dir = root / SD15_REPOS["clip"]
+    _build_tokenizer(clip_dir, METADATA / SD15_REPOS["clip"], with_json=True)
+    _build_clip(clip_dir, METADATA / SD15_REPOS["clip"], shape, len(tokenizer))
 
-    def text_config(cfg: dict, projection_dim: int) -> CLIPTextConfig:
-        # A full-size vocabulary keeps the embedding table real-sized; extra rows are never indexed.
-        cfg = {**cfg, "vocab_size": max(cfg["vocab_size"], len(tokenizer))}
-        return CLIPTextConfig(**cfg, **ids, projection_dim=projection_dim)
 
-    text_cfg = text_config(shape["text"], shape["unet"]["cross_attention_dim"])
-    encoder_cfg = CLIPVisionConfig(**shape["image_encoder"])
-    cross_dim = shape["unet"]["cross_attention_dim"]
+def sized_config(path: Path, sizes: dict) -> dict:
+    """The published config at `path` with only the layer-size keys in `sizes` replaced (unknown keys refused)."""
+    config = json.loads(path.read_text())
 
+    def apply(into: dict, changes: dict, where: str) -> None:
+        for key, value in changes.items():
+            if key not in into:
+                raise KeyError(f"{where}{key} is not in {path}: tiny may change sizes only, never add keys")
+            if isinstance(value, dict):
+                apply(into[key], value, f"{where}{key}.")
+            else:
+                into[key] = copy.deepcopy(value)
+
+    apply(config, sizes, "")
+    return config
+
+
+def _write_config(folder: Path, source: Path, sizes: dict) -> dict:
+    """Copy a published config (verbatim when no size changes) and return what was written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not sizes:
+        shutil.copyfile(source, folder / source.name)
+        return json.loads(source.read_text())
+    config = sized_config(source, sizes)
+    (folder / source.name).write_text(json.dumps(config, indent=2) + "\n")
+    return config
+
+
+def _copy_verbatim(folder: Path, source: Path, names: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copyfile(source / name, folder / name)
+
+
+def _save_weights(model, folder: Path, config: dict, fp16: bool) -> None:
+    """Save safetensors weights under the library's own file names (and the .fp16 variant), keeping `config`."""
+    model.save_pretrained(folder)
+    if fp16:
+        model.to(torch.float16).save_pretrained(folder, variant="fp16")
+    # save_pretrained rewrites config.json in its own words; the published text is what a download holds.
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _text_sizes(shape: dict, key: str, vocab: int) -> dict:
+    """Size changes of a CLIP text tower: the vocabulary follows the tokenizer (extra rows are never indexed)."""
+    sizes = copy.deepcopy(shape[key])
+    if sizes:
+        sizes["vocab_size"] = vocab
+    return sizes
+
+
+def _build_base(repo: Path, meta: Path, shape: dict, vocab: int):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
+
+    _copy_verbatim(repo, meta, ["model_index.json"])
+    _copy_verbatim(repo / "scheduler", meta / "scheduler", ["scheduler_config.json"])
+    _copy_verbatim(repo / "feature_extractor", meta / "feature_extractor", ["preprocessor_config.json"])
+
+    unet_cfg = _write_config(repo / "unet", meta / "unet" / "config.json", shape["unet"])
     torch.manual_seed(SEED)
-    # SD1.5's block structure (3 cross-attention down blocks, 2 layers each; 3 cross-attention up blocks
-    # after a plain one) so IP-Adapter block maps mean the same thing on tiny as on the real model.
-    unet = UNet2DConditionModel(
-        **shape["unet"], in_channels=4, out_channels=4, layers_per_block=2,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        attention_head_dim=8, norm_num_groups=32,
-    )
-    torch.manual_seed(SEED + 1)
-    vae = AutoencoderKL(
-        **shape["vae"], in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    )
-    torch.manual_seed(SEED + 2)
-    text_encoder = CLIPTextModel(text_cfg)
-    # The real SD1.5 scheduler config, so `from_config` swaps behave as they do on the real model.
-    scheduler = PNDMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(root / BASE_DIR, safe_serialization=True)
+    unet = UNet2DConditionModel.from_config(unet_cfg)
+    _save_weights(unet, repo / "unet", unet_cfg, fp16=True)
+    unet = UNet2DConditionModel.from_config(unet_cfg)  # fp32 again for the ControlNets built from it
+    unet.load_state_dict(_load(repo / "unet" / "diffusion_pytorch_model.safetensors"))
 
-    torch.manual_seed(SEED + 3)
+    vae_cfg = _write_config(repo / "vae", meta / "vae" / "config.json", shape["vae"])
+    torch.manual_seed(SEED + 1)
+    _save_weights(AutoencoderKL.from_config(vae_cfg), repo / "vae", vae_cfg, fp16=True)
+
+    text_cfg = _write_config(repo / "text_encoder", meta / "text_encoder" / "config.json",
+                             _text_sizes(shape, "text_encoder", vocab))
+    torch.manual_seed(SEED + 2)
+    _save_weights(CLIPTextModel(CLIPTextConfig.from_dict(text_cfg)), repo / "text_encoder", text_cfg, fp16=True)
+
+    sizes = copy.deepcopy(shape["safety_checker"])
+    if sizes:
+        sizes["text_config"]["vocab_size"] = vocab
+    checker_cfg = _write_config(repo / "safety_checker", meta / "safety_checker" / "config.json", sizes)
+    torch.manual_seed(SEED + 6)
+    config = CLIPConfig(text_config=CLIPTextConfig.from_dict(checker_cfg["text_config"]).to_dict(),
+                        vision_config=CLIPVisionConfig.from_dict(checker_cfg["vision_config"]).to_dict(),
+                        projection_dim=checker_cfg["projection_dim"])
+    _save_weights(StableDiffusionSafetyChecker(config), repo / "safety_checker", checker_cfg, fp16=True)
+    return unet
+
+
+def _build_controlnet(repo: Path, meta: Path, shape: dict, unet, seed: int, fp16: bool) -> None:
+    from diffusers import ControlNetModel
+
+    config = _write_config(repo, meta / "config.json", shape["controlnet"])
+    torch.manual_seed(seed)
     controlnet = ControlNetModel.from_unet(unet)
     # ControlNet starts with zero convolutions; random ones make the control signal reach the UNet.
-    _randomize_zero_convs(controlnet)
-    controlnet.save_pretrained(root / CONTROLNET_DIR, safe_serialization=True)
-
-    torch.manual_seed(SEED + 4)
-    image_encoder = CLIPVisionModelWithProjection(encoder_cfg)
-    image_encoder.save_pretrained(root / IP_ADAPTER_DIR / "models" / "image_encoder", safe_serialization=True)
-    _write_ip_adapter(unet, root / IP_ADAPTER_DIR / "models" / IP_ADAPTER_WEIGHT, encoder_cfg.projection_dim,
-                      cross_dim)
-
-    torch.manual_seed(SEED + 5)
-    proj = shape["clip_projection"]
-    clip_text = text_config(shape["clip_text"], proj)
-    clip_vision = CLIPVisionConfig(**shape["clip_vision"], projection_dim=proj)
-    clip = CLIPModel(CLIPConfig(text_config=clip_text.to_dict(), vision_config=clip_vision.to_dict(),
-                                projection_dim=proj))
-    clip.save_pretrained(root / CLIP_DIR, safe_serialization=True)
-    tokenizer.save_pretrained(root / CLIP_DIR)
-    _write_image_processor(root / CLIP_DIR, clip_vision.image_size)
-    shutil.rmtree(tok_dir)
-
-
-def _randomize_zero_convs(controlnet: torch.nn.Module) -> None:
-    zero_convs = list(controlnet.controlnet_down_blocks) + [controlnet.controlnet_mid_block]
-    zero_convs.append(controlnet.controlnet_cond_embedding.conv_out)
+    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+                  controlnet.controlnet_cond_embedding.conv_out]
     for conv in zero_convs:
         torch.nn.init.normal_(conv.weight, std=0.2)
         torch.nn.init.normal_(conv.bias, std=0.05)
+    _save_weights(controlnet, repo, config, fp16=fp16)
+
+
+def _build_ip_adapter(repo: Path, meta: Path, shape: dict, unet) -> None:
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .presets import IP_ADAPTER_WEIGHT
+
+    encoder_dir = repo / "models" / "image_encoder"
+    config = _write_config(encoder_dir, meta / "models" / "image_encoder" / "config.json", shape["image_encoder"])
+    torch.manual_seed(SEED + 4)
+    _save_weights(CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(config)), encoder_dir, config, fp16=False)
+    _write_ip_adapter(unet, repo / "models" / IP_ADAPTER_WEIGHT, config["projection_dim"],
+                      unet.config.cross_attention_dim)
+
+
+def _build_clip(repo: Path, meta: Path, shape: dict, vocab: int) -> None:
+    from transformers import CLIPConfig, CLIPModel
+
+    _copy_verbatim(repo, meta, ["preprocessor_config.json"])
+    sizes = copy.deepcopy(shape["clip"])
+    if sizes:
+        sizes["text_config"]["vocab_size"] = vocab
+    config = _write_config(repo, meta / "config.json", sizes)
+    torch.manual_seed(SEED + 5)
+    _save_weights(CLIPModel(CLIPConfig.from_dict(config)), repo, config, fp16=False)
+
+
+def _load(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
 
 
 def _write_ip_adapter(unet: torch.nn.Module, path: Path, encoder_dim: int, cross_dim: int) -> None:
@@ -205,6 +246,7 @@ def _write_ip_adapter(unet: torch.nn.Module, path: Path, encoder_dim: int, cross
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(*shape) / shape[-1] ** 0.5
 
+    torch.manual_seed(SEED + 7)
     tensors = {
         "image_proj.proj.weight": randn(IP_TOKENS * cross_dim, encoder_dim),
         "image_proj.proj.bias": torch.zeros(IP_TOKENS * cross_dim),
@@ -222,16 +264,19 @@ def _write_ip_adapter(unet: torch.nn.Module, path: Path, encoder_dim: int, cross
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
 
 
-def _write_image_processor(folder: Path, size: int) -> None:
-    # Written by hand: without torchvision, transformers would record a Pil-only class name here.
-    cfg = {
-        "crop_size": {"height": size, "width": size},
-        "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True, "do_rescale": True,
-        "do_resize": True, "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_processor_type": "CLIPImageProcessor", "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "resample": 3, "rescale_factor": 1 / 255, "size": {"shortest_edge": size},
-    }
-    (folder / "preprocessor_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+def _build_tokenizer(folder: Path, meta: Path, with_json: bool = False):
+    """Write a byte-level BPE vocab.json/merges.txt beside the published tokenizer configs; return the tokenizer."""
+    from transformers import CLIPTokenizer
+
+    write_tokenizer_files(folder)
+    _copy_verbatim(folder, meta, ["tokenizer_config.json", "special_tokens_map.json"])
+    tokenizer = CLIPTokenizer.from_pretrained(folder)
+    if with_json:
+        # The CLIP repo also ships the fast tokenizer's tokenizer.json; derive it from the same vocabulary.
+        with tempfile.TemporaryDirectory() as tmp:
+            tokenizer.save_pretrained(tmp)
+            shutil.copyfile(Path(tmp) / "tokenizer.json", folder / "tokenizer.json")
+    return tokenizer
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -248,12 +293,8 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
-def write_tokenizer_files(folder: Path) -> None:
-    """Write a CLIP-style vocab.json and merges.txt learned by byte-pair merging on a small corpus."""
-    folder.mkdir(parents=True, exist_ok=True)
-    base = list(bytes_to_unicode().values())
-    vocab = base + [c + "</w>" for c in base]
-    words = collections.Counter(_CORPUS.split())
+def _learn_merges(words: collections.Counter) -> list[tuple[str, str]]:
+    """Greedy byte-pair merges over `words` (ties broken by the pair itself, so dict order never matters)."""
     splits = {w: [*w[:-1], w[-1] + "</w>"] for w in words}
     merges: list[tuple[str, str]] = []
     for _ in range(_MERGES):
@@ -263,10 +304,8 @@ def write_tokenizer_files(folder: Path) -> None:
                 pairs[a, b] += words[w]
         if not pairs:
             break
-        # Ties broken by the pair itself, so the result never depends on dict order.
         (a, b), _count = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
         merges.append((a, b))
-        vocab.append(a + b)
         for w, parts in splits.items():
             out, i = [], 0
             while i < len(parts):
@@ -277,11 +316,18 @@ def write_tokenizer_files(folder: Path) -> None:
                     out.append(parts[i])
                     i += 1
             splits[w] = out
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return merges
+
+
+def write_tokenizer_files(folder: Path) -> None:
+    """Write a CLIP-style vocab.json and merges.txt learned by byte-pair merging on a small corpus.
+
+    As in CLIP, the two special tokens take the last ids, so the text encoder's legacy pooling (the
+    highest id marks the end of the prompt) finds the end token exactly as it does on the real model.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    base = list(bytes_to_unicode().values())
+    merges = _learn_merges(collections.Counter(_CORPUS.split()))
+    vocab = base + [c + "</w>" for c in base] + [a + b for a, b in merges] + ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "model_max_length": 77, "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "do_lower_case": True,
-        "tokenizer_class": "CLIPTokenizer",
-    }))

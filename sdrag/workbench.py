@@ -21,10 +21,11 @@ from .canny import edges_of
 from .errors import MemoryExhaustedError, ParameterError
 from .files import atomic_save_image, atomic_write_bytes, atomic_write_json, safe_name
 from .generate import Generator, MemoryOptions, Progress
+from .hub import plan
 from .images import ImageLike, fit_image, load_image
 from .library import Style, StyleLibrary
 from .params import Params, layer_scales
-from .presets import ModelSpec, check_available, get_spec, load_kwargs, pick_device, pick_dtype
+from .presets import ModelSpec, get_spec, pick_device, pick_dtype
 from .store import library_location
 from .tiny import TINY_VERSION, cache_dir
 
@@ -126,7 +127,8 @@ class Workbench:
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         self.memory = MemoryOptions.from_any(memory)
-        self.local_only = check_available(spec)
+        # Decides every file each component loads, and fails fast here if any cannot be had.
+        self.plan = plan(spec, self.dtype)
         # A folder or a chroma server URL; SDRAG_LIBRARY sets it for every workbench that is not given one.
         self.library_dir = library_location(library_dir or os.environ.get("SDRAG_LIBRARY")
                                             or cache_dir() / "libraries" / spec.preset)
@@ -160,8 +162,7 @@ class Workbench:
         if self._embedder is None:
             from .embed import ClipEmbedder
 
-            self._embedder = ClipEmbedder(self.spec.clip, self.device, self.dtype,
-                                          load_kwargs(self.spec, self.local_only))
+            self._embedder = ClipEmbedder(self.plan["clip"], self.device, self.dtype)
         return self._embedder
 
     @property
@@ -186,13 +187,21 @@ class Workbench:
     def generator(self) -> Generator:
         """The loaded pipeline (loads on first access)."""
         if self._generator is None:
-            self._generator = Generator(self.spec, self.device, self.dtype, self.local_only, self.memory)
+            self._generator = Generator(self.spec, self.device, self.dtype, self.plan, self.memory)
         return self._generator
 
     def load(self) -> Workbench:
         """Load every model now instead of on first use."""
         _ = self.generator, self.embedder
         return self
+
+    def weight_hashes(self) -> dict[str, list[dict]]:
+        """sha256 of every weight file the models load (loading them first if a download is still due)."""
+        from .provenance import weight_hashes
+
+        if any(part.path(rel) is None for part in self.plan.values() for rel in part.weights):
+            self.load()
+        return weight_hashes(self.plan)
 
     def unload(self) -> None:
         """Drop the loaded models (they reload on next use) and return their GPU memory."""

@@ -4,13 +4,13 @@ import torch
 from PIL import Image
 
 from sdrag.embed import ClipEmbedder
-from sdrag.presets import get_spec, load_kwargs
+from sdrag.hub import plan
+from sdrag.presets import get_spec
 
 
 @pytest.fixture(scope="module")
 def embedder():
-    spec = get_spec("tiny")
-    return ClipEmbedder(spec.clip, torch.device("cpu"), torch.float32, load_kwargs(spec, True))
+    return ClipEmbedder(plan(get_spec("tiny"))["clip"], torch.device("cpu"), torch.float32)
 
 
 def test_text_vectors_are_unit_length_and_batched_consistently(embedder):
@@ -40,7 +40,6 @@ def test_long_prompts_are_truncated_not_fatal(embedder):
 
 
 def test_dtype_is_honoured():
-    spec = get_spec("tiny")
-    half = ClipEmbedder(spec.clip, torch.device("cpu"), torch.bfloat16, load_kwargs(spec, True))
+    half = ClipEmbedder(plan(get_spec("tiny"), torch.bfloat16)["clip"], torch.device("cpu"), torch.bfloat16)
     assert next(half.model.parameters()).dtype == torch.bfloat16
     assert half.embed_text("x").dtype == np.float32

@@ -9,6 +9,7 @@ from PIL import Image
 import sdrag
 from sdrag import GenerationCancelled, ParameterError
 from sdrag.generate import Generator
+from sdrag.hub import plan
 from sdrag.params import SCHEDULERS, Params
 
 
@@ -21,6 +22,11 @@ def png(img: Image.Image) -> bytes:
 def run(wb, sketch, **kw):
     prompt = kw.pop("prompt", "a neon city")
     return wb.run(sketch, prompt, **{**FAST, "seed": 0, **kw})
+
+
+def generator(spec, device, dtype, memory=None) -> Generator:
+    """A Generator loaded the way a Workbench loads it: through the plan of `spec`."""
+    return Generator(spec, device, dtype, plan(spec, dtype), memory)
 
 
 def diff(a: Image.Image, b: Image.Image) -> float:
@@ -119,7 +125,7 @@ def test_style_blend_is_a_weighted_mix_of_embeddings(wb):
 
 def test_memory_options_keep_ip_adapter_active(wb, sketch):
     spec = wb.spec
-    gen = Generator(spec, wb.device, wb.dtype, True, {"attention_slicing": True, "vae_tiling": True})
+    gen = generator(spec, wb.device, wb.dtype, {"attention_slicing": True, "vae_tiling": True})
     assert len(gen.ip_processors()) == 16
     sliced = [p for n, p in gen.pipe.unet.attn_processors.items() if n.endswith("attn1.processor")]
     assert all(type(p).__name__ == "SlicedAttnProcessor" for p in sliced)
@@ -132,16 +138,16 @@ def test_memory_options_keep_ip_adapter_active(wb, sketch):
     plain = wb.generator.generate(control, p, style=style)[0]
     assert diff(with_ip, plain) < 0.5  # slicing changes memory use, not the picture
     with pytest.raises(ParameterError, match="CUDA"):
-        Generator(spec, torch.device("cpu"), torch.float32, True, {"cpu_offload": True})
+        generator(spec, torch.device("cpu"), torch.float32, {"cpu_offload": True})
     with pytest.raises(ParameterError, match="Unknown memory"):
-        Generator(spec, torch.device("cpu"), torch.float32, True, {"turbo": True})
+        generator(spec, torch.device("cpu"), torch.float32, {"turbo": True})
 
 
 @pytest.mark.parametrize("suffix", [".bin", ".pt", ".ckpt"])
 def test_pickled_ip_adapter_refused_by_default(wb, suffix):
     spec = sdrag.get_spec("tiny", ip_adapter_weight="ip-adapter_sd15" + suffix)
     with pytest.raises(sdrag.WeightsUnavailableError, match="allow_pickle"):
-        Generator(spec, wb.device, wb.dtype, True)
+        generator(spec, wb.device, wb.dtype)
 
 
 def _controlnet_copy(wb, tmp_path, name):
@@ -156,7 +162,7 @@ def test_damaged_weights_give_one_clear_error(wb, tmp_path):
     folder, weights = _controlnet_copy(wb, tmp_path, "damaged")
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(sdrag.WeightsUnavailableError, match="Could not load the ControlNet") as err:
-        Generator(sdrag.get_spec("tiny", controlnet=str(folder)), wb.device, wb.dtype, True)
+        generator(sdrag.get_spec("tiny", controlnet=str(folder)), wb.device, wb.dtype)
     assert "Fix:" in str(err.value)
 
 
@@ -167,8 +173,8 @@ def test_pickled_only_weights_need_the_opt_in(wb, tmp_path):
     torch.save(load_file(weights), folder / "diffusion_pytorch_model.bin")
     weights.unlink()
     with pytest.raises(sdrag.WeightsUnavailableError, match="allow_pickle=True"):
-        Generator(sdrag.get_spec("tiny", controlnet=str(folder)), wb.device, wb.dtype, True)
-    gen = Generator(sdrag.get_spec("tiny", controlnet=str(folder), allow_pickle=True), wb.device, wb.dtype, True)
+        generator(sdrag.get_spec("tiny", controlnet=str(folder)), wb.device, wb.dtype)
+    gen = generator(sdrag.get_spec("tiny", controlnet=str(folder), allow_pickle=True), wb.device, wb.dtype)
     assert len(gen.ip_processors()) == 16
 
 

@@ -10,7 +10,8 @@ import torch
 
 import sdrag
 from sdrag import ParameterError, WeightsUnavailableError
-from sdrag.presets import CONTROLNETS, check_available, checked_tokenizer, get_spec, pick_device, pick_dtype
+from sdrag.hub import plan
+from sdrag.presets import CLIP_REVISION, CONTROLNETS, SD15_REPOS, checked_tokenizer, get_spec, pick_device, pick_dtype
 
 OFFLINE_PROBE = textwrap.dedent("""
     import time, sdrag
@@ -44,29 +45,34 @@ def test_real_preset_offline_fails_clearly_in_under_2s(env, tmp_path):
 
 
 def test_a_hanging_hub_is_abandoned_within_the_probe_timeout(monkeypatch, tmp_path):
-    from sdrag import presets
-
-    def hang(*args, **kwargs):
-        time.sleep(10)
-        raise OSError("late")
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setattr(presets, "_probe_cache", {})
-    monkeypatch.setattr(socket, "create_connection", hang)
+    import huggingface_hub.utils
     from huggingface_hub import constants
 
+    from sdrag import hub
+
+    class Hanging:
+        def head(self, *args, **kwargs):
+            time.sleep(10)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hub, "_probe_cache", {})
+    # The probe goes through huggingface_hub's own HTTP client (so proxies apply), never a raw socket.
+    monkeypatch.setattr(huggingface_hub.utils, "get_session", Hanging)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("raw socket probe"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     t = time.perf_counter()
-    with pytest.raises(WeightsUnavailableError, match="unreachable"):
-        check_available(get_spec("sd15"))
+    with pytest.raises(WeightsUnavailableError, match="cannot be reached"):
+        plan(get_spec("sd15"))
     assert time.perf_counter() - t < 2.0
 
 
 def test_overrides_and_controlnet_alias(tmp_path):
     spec = get_spec("sd15", controlnet="canny-v10", clip=str(tmp_path))
     assert spec.controlnet == CONTROLNETS["canny-v10"] == "lllyasviel/sd-controlnet-canny"
-    assert spec.clip == str(tmp_path)
+    assert spec.clip == str(tmp_path) and spec.revision("clip") is None
+    tiny = get_spec("tiny", controlnet="canny-v10")
+    assert tiny.controlnet.endswith(CONTROLNETS["canny-v10"]) and tiny.revision("controlnet") is None
     with pytest.raises(ParameterError, match="Unknown model override"):
         get_spec("tiny", unet="x")
     with pytest.raises(ParameterError, match="Unknown preset"):
@@ -86,7 +92,7 @@ def test_degraded_tokenizer_is_refused(tmp_path):
 
     from sdrag.tiny import tiny_root
 
-    good = CLIPTokenizer.from_pretrained(tiny_root() / "stable-diffusion-v1-5" / "tokenizer")
+    good = CLIPTokenizer.from_pretrained(tiny_root() / SD15_REPOS["base"] / "tokenizer")
     assert checked_tokenizer(good, "tiny") is good
 
     class TwoTokens:
@@ -120,10 +126,20 @@ def test_a_pickled_ip_adapter_image_encoder_is_not_loaded_silently(tmp_path):
     from sdrag.tiny import tiny_root
 
     ip = tmp_path / "IP-Adapter"
-    shutil.copytree(tiny_root() / "IP-Adapter", ip)
+    shutil.copytree(tiny_root() / SD15_REPOS["ip_adapter"], ip)
     encoder = ip / "models" / "image_encoder"
     torch.save(load_file(encoder / "model.safetensors"), encoder / "pytorch_model.bin")
     (encoder / "model.safetensors").unlink()
-    with pytest.raises(WeightsUnavailableError, match="model.safetensors"):
-        check_available(get_spec("tiny", ip_adapter=str(ip)))
-    assert check_available(get_spec("tiny", ip_adapter=str(ip), allow_pickle=True)) is True
+    with pytest.raises(WeightsUnavailableError, match="only pickled weights .models/image_encoder/pytorch_model.bin"):
+        plan(get_spec("tiny", ip_adapter=str(ip)))
+    parts = plan(get_spec("tiny", ip_adapter=str(ip), allow_pickle=True))
+    assert parts["ip_adapter"].weights == ("models/ip-adapter_sd15.safetensors",
+                                           "models/image_encoder/pytorch_model.bin")
+
+
+def test_sd15_pins_a_clip_revision_that_has_safetensors_and_a_new_source_drops_the_pin():
+    spec = get_spec("sd15")
+    assert spec.clip == SD15_REPOS["clip"] and spec.revision("clip") == CLIP_REVISION
+    assert get_spec("sd15", clip="laion/CLIP-ViT-B-32-laion2B-s34B-b79K").revision("clip") is None
+    assert get_spec("sd15", clip="x/y", clip_revision="v2").revision("clip") == "v2"
+    assert all(get_spec("sd15").revision(part) is None for part in ("base", "controlnet", "ip_adapter"))

@@ -1,0 +1,473 @@
+"""Where model files come from — a local folder, the Hugging Face cache or the hub — and which files a load reads.
+
+`plan(spec, dtype)` decides before anything loads, per component, the exact files the loader will read (fp16
+variant and safetensors/pickle format included), whether all of them are on disk and, when they are not,
+whether the hub can be reached. `load(part, call)` runs one from_pretrained-style call with those decisions:
+from disk when everything is there, downloading (with progress bars) when not, and every failure becomes one
+WeightsUnavailableError that says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import WeightsUnavailableError
+from .presets import ModelSpec, is_local
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
+PROBE_TIMEOUT_S = 1.5
+PARTS = ("base", "controlnet", "ip_adapter", "clip")
+LABELS = {"base": "Stable Diffusion 1.5", "controlnet": "the ControlNet", "ip_adapter": "IP-Adapter",
+          "clip": "the retrieval CLIP"}
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One weight file a loader looks for: its folder and whose naming it follows (or one exact file name)."""
+
+    folder: str
+    library: str = "diffusers"  # "diffusers" or "transformers": how a weight file is named
+    exact: str | None = None
+
+    def candidates(self, half: bool, allow_pickle: bool) -> list[str]:
+        """File names in the order the loader prefers them (fp16 variant first when running in half precision)."""
+        if self.exact:
+            return [self._join(self.exact)]
+        safe, pickled = (("diffusion_pytorch_model", "diffusion_pytorch_model") if self.library == "diffusers"
+                         else ("model", "pytorch_model"))
+        variants = (".fp16", "") if half else ("",)
+        names = [f"{safe}{v}.safetensors" for v in variants]
+        if allow_pickle:
+            names += [f"{pickled}{v}.bin" for v in variants]
+        return [self._join(n) for n in names]
+
+    def pickles(self, half: bool) -> list[str]:
+        """The pickled file names this slot would refuse without allow_pickle."""
+        return [n for n in self.candidates(half, True) if n.endswith(PICKLE_SUFFIXES)]
+
+    def _join(self, name: str) -> str:
+        return f"{self.folder}/{name}" if self.folder else name
+
+
+def layout(spec: ModelSpec, part: str) -> tuple[list[str], list[Slot]]:
+    """The metadata files and weight slots one component's loader reads (the SD1.5 repos' layout)."""
+    if part == "base":
+        configs = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json",
+                   "tokenizer/merges.txt", "unet/config.json", "vae/config.json", "text_encoder/config.json"]
+        return configs, [Slot("unet"), Slot("vae"), Slot("text_encoder", "transformers")]
+    if part == "controlnet":
+        return ["config.json"], [Slot("")]
+    if part == "ip_adapter":
+        encoder = spec.image_encoder_subfolder
+        return [f"{encoder}/config.json"], [Slot(spec.ip_adapter_subfolder, exact=spec.ip_adapter_weight),
+                                            Slot(encoder, "transformers")]
+    configs = ["config.json", "preprocessor_config.json", "tokenizer_config.json", "vocab.json", "merges.txt"]
+    return configs, [Slot("", "transformers")]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One component as it will load: source, revision, variant, the files read, and whether all are on disk."""
+
+    name: str
+    source: str
+    revision: str | None
+    variant: str | None
+    configs: tuple[str, ...]
+    weights: tuple[str, ...]
+    local_only: bool
+    allow_pickle: bool = False
+
+    @property
+    def label(self) -> str:
+        """How messages name this component."""
+        return LABELS[self.name]
+
+    @property
+    def where(self) -> str:
+        """The source with its revision, as messages show it."""
+        return f"{self.source}@{self.revision[:12]}" if self.revision else self.source
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for this component's from_pretrained calls of model weights."""
+        # None lets the loaders fall back to pickled files; True refuses them.
+        return {**self.hub_kwargs(), "variant": self.variant,
+                "use_safetensors": None if self.allow_pickle else True}
+
+    def hub_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for calls that read no weights (tokenizers, processors, load_ip_adapter)."""
+        return {"local_files_only": self.local_only, "revision": self.revision}
+
+    def path(self, rel: str) -> Path | None:
+        """Where a file of this component is on disk (the folder, or the Hugging Face cache); None if not there."""
+        if is_local(self.source):
+            found = Path(self.source).expanduser() / rel
+            return found if found.is_file() else None
+        return _cached(self.source, rel, self.revision)
+
+
+Plan = dict[str, Part]
+
+
+def plan(spec: ModelSpec, dtype: Any = None) -> Plan:
+    """Decide, for every component, the files it will load and whether they are all on disk.
+
+    Nothing is downloaded here. Raises one WeightsUnavailableError listing every problem: files missing from
+    local folders, pickled-only weights without allow_pickle, or files not cached while the hub is out of reach.
+    """
+    half = "float16" in str(dtype) and "bfloat" not in str(dtype)
+    parts: Plan = {}
+    problems: list[str] = []
+    need_hub: list[str] = []
+    for name in PARTS:
+        part = _plan_from_disk(spec, name, half, problems)
+        if part is None:
+            need_hub.append(name)
+        else:
+            parts[name] = part
+    _raise_problems(problems)
+    if need_hub:
+        _require_hub(spec, need_hub, half)
+        for name in need_hub:
+            parts[name] = _plan_from_hub(spec, name, half, problems)
+        _raise_problems(problems)
+    return {name: parts[name] for name in PARTS}
+
+
+def _plan_from_disk(spec: ModelSpec, name: str, half: bool, problems: list[str]) -> Part | None:
+    """The component's Part when its files are all on disk; None when the hub has to be asked."""
+    source, revision = getattr(spec, name), spec.revision(name)
+    configs, slots = layout(spec, name)
+    if is_local(source):
+        folder = Path(source).expanduser()
+        listing = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        weights = _choose(slots, listing, half, spec.allow_pickle, problems, f"{name}: {folder}")
+        for rel in configs:
+            if rel not in listing:
+                problems.append(f"{name}: {folder / rel} (local folder) is missing")
+        return _part(spec, name, configs, weights, local_only=True)
+    listing, complete = _cached_listing(source, revision, configs)
+    # In half precision, fp32 files already cached serve as well as the fp16 variant (same numbers once cast):
+    # use them rather than download the variant.
+    for want_half in ((True, False) if half else (False,)):
+        missing: list[str] = []
+        weights = _choose(slots, listing, want_half, spec.allow_pickle, missing, "")
+        wanted = [rel for rel in configs if rel in listing or not complete] + weights
+        if not missing and all(_cached(source, rel, revision) for rel in wanted):
+            return _part(spec, name, configs, weights, local_only=True)
+    return None
+
+
+def _plan_from_hub(spec: ModelSpec, name: str, half: bool, problems: list[str]) -> Part:
+    """The component's Part chosen from the repo's file list on the hub (its files then download on load)."""
+    source, revision = getattr(spec, name), spec.revision(name)
+    configs, slots = layout(spec, name)
+    listing = _hub_listing(name, source, revision)
+    weights = _choose(slots, listing, half, spec.allow_pickle, problems, f"{name}: {source}")
+    return _part(spec, name, [c for c in configs if c in listing], weights, local_only=False)
+
+
+def _part(spec: ModelSpec, name: str, configs: list[str], weights: list[str], local_only: bool) -> Part:
+    variant = "fp16" if any(".fp16." in Path(w).name for w in weights) else None
+    return Part(name=name, source=getattr(spec, name), revision=spec.revision(name), variant=variant,
+                configs=tuple(configs), weights=tuple(weights), local_only=local_only, allow_pickle=spec.allow_pickle)
+
+
+def _choose(slots: list[Slot], listing: set[str], half: bool, allow_pickle: bool, problems: list[str],
+            where: str) -> list[str]:
+    """Pick each slot's file from `listing` as the loader would; note a problem for each slot with none."""
+    chosen = []
+    for slot in slots:
+        pick = next((c for c in slot.candidates(half, allow_pickle) if c in listing), None)
+        if pick is not None and pick.endswith(PICKLE_SUFFIXES) and not allow_pickle:
+            pick = None  # an exact weight name that is pickled
+        if pick is not None:
+            chosen.append(pick)
+            continue
+        pickled = [c for c in [*slot.pickles(half), *slot.candidates(half, True)] if c in listing]
+        if pickled:
+            problems.append(f"{where}: only pickled weights ({pickled[0]}), which can run code when loaded."
+                            " Fix: use a safetensors copy (or a revision that has one), or opt in with"
+                            " allow_pickle=True if you trust the source")
+        else:
+            problems.append(f"{where}: no {' or '.join(slot.candidates(half, allow_pickle))}")
+    return chosen
+
+
+def _raise_problems(problems: list[str]) -> None:
+    if problems:
+        raise WeightsUnavailableError(
+            "Model weights cannot be loaded:\n  " + "\n  ".join(problems)
+            + "\nFix: point the override at a complete folder or repo in hub layout (safetensors weights; pickled"
+            " ones need allow_pickle=True), or use preset='tiny'."
+        )
+
+
+def _require_hub(spec: ModelSpec, names: list[str], half: bool) -> None:
+    """Raise the offline error, listing what each component still needs, unless the hub can be reached."""
+    offline = hub_offline()
+    if not offline and hub_reachable():
+        return
+    why = ("HF_HUB_OFFLINE/SDRAG_OFFLINE is set" if offline
+           else f"the Hugging Face hub ({_endpoint()}) cannot be reached")
+    lines = []
+    for name in names:
+        source, revision = getattr(spec, name), spec.revision(name)
+        configs, slots = layout(spec, name)
+        wanted = configs + [slot.candidates(half, spec.allow_pickle)[0] for slot in slots]
+        missing = [rel for rel in wanted if not _cached(source, rel, revision)]
+        at = f"@{revision}" if revision else ""
+        lines.append(f"{name}: {source}{at}: " + ", ".join(missing))
+    raise WeightsUnavailableError(
+        f"Preset {spec.preset!r} needs files that are not in the Hugging Face cache, and {why}:\n  "
+        + "\n  ".join(lines)
+        + "\nTwo ways out: go online once so they download into the Hugging Face cache (sizes in the README;"
+        " behind a proxy set HTTPS_PROXY), or pass local folders as overrides; or use preset='tiny' (random"
+        " weights, works offline)."
+    )
+
+
+# -- the Hugging Face cache and the hub --------------------------------------------------------------------
+
+
+def _cached(repo: str, rel: str, revision: str | None) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, rel, revision=revision)
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
+def _cached_listing(repo: str, revision: str | None, probes: list[str]) -> tuple[set[str], bool]:
+    """The repo's files as far as the cache knows them, with no network call, and whether that list is complete.
+
+    Complete: the tree listing huggingface_hub caches on a snapshot download. Otherwise: the files a cached
+    snapshot holds (empty when nothing is cached).
+    """
+    try:
+        from huggingface_hub import get_cached_repo_tree
+
+        return {f.path for f in get_cached_repo_tree(repo, revision=revision)}, True
+    except Exception:  # noqa: BLE001 - an older huggingface_hub, or no listing cached: look at the snapshot
+        pass
+    for probe in probes:
+        found = _cached(repo, probe, revision)
+        if found is not None:
+            snapshot = found.parents[len(Path(probe).parts) - 1]
+            return {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()}, False
+    return set(), False
+
+
+def _hub_listing(name: str, repo: str, revision: str | None) -> set[str]:
+    """The repo's files at `revision`, asked of the hub."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    at = f" at revision {revision}" if revision else ""
+    try:
+        info = HfApi().model_info(repo, revision=revision)
+    except GatedRepoError as exc:
+        raise WeightsUnavailableError(f"{repo} is gated on the hub ({_first_line(exc)}). Fix: accept its licence on"
+                                      " its hub page and log in with `hf auth login` (or set HF_TOKEN).") from None
+    except RepositoryNotFoundError:
+        raise WeightsUnavailableError(f"No repo {repo!r} on {_endpoint()} (or it is private). Fix: check the"
+                                      f" {name} id, or log in with `hf auth login` if it is yours.") from None
+    except RevisionNotFoundError:
+        raise WeightsUnavailableError(f"{repo} has no revision {revision!r}. Fix: give a branch, tag or commit that"
+                                      f" exists, or drop {name}_revision to use main.") from None
+    except network_errors() as exc:
+        raise interrupted(name, repo, exc) from None
+    files = {sibling.rfilename for sibling in info.siblings or []}
+    if not files:
+        raise WeightsUnavailableError(f"The hub lists no files for {repo}{at}. Fix: check the repo id and revision.")
+    return files
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def hub_offline() -> bool:
+    """Tell whether the user asked for no hub access at all."""
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "") or os.environ.get("SDRAG_OFFLINE", "")
+    return bool(constants.HF_HUB_OFFLINE) or flag.strip().lower() in {"1", "true", "yes", "on"}
+
+
+_probe_cache: dict[str, tuple[float, bool]] = {}
+
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Tell whether the hub answers an HTTP request within `timeout` seconds (cached for 60 s).
+
+    The request goes through huggingface_hub's own HTTP client, so proxies (HTTPS_PROXY, ...), certificates
+    and client settings apply exactly as they will to the downloads.
+    """
+    endpoint = _endpoint()
+    hit = _probe_cache.get(endpoint)
+    if hit and time.monotonic() - hit[0] < 60:
+        return hit[1]
+    result: list[bool] = []
+
+    def probe() -> None:
+        from huggingface_hub.utils import get_session
+
+        try:
+            get_session().head(endpoint, timeout=timeout)
+            result.append(True)  # any HTTP answer, even an error status, means the hub is there
+        except Exception:  # noqa: BLE001 - every transport failure means the same here: not reachable
+            result.append(False)
+
+    # Name resolution ignores timeouts, so the probe runs on a thread we stop waiting for.
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    ok = bool(result and result[0])
+    _probe_cache[endpoint] = (time.monotonic(), ok)
+    return ok
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """Transport failures of whichever HTTP client huggingface_hub uses (httpx2, httpx or requests)."""
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                         ("requests", "ConnectionError"), ("requests", "Timeout")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type):
+            found.append(cls)
+    return tuple(found)
+
+
+def _network_cause(exc: BaseException) -> BaseException | None:
+    """The transport failure behind `exc`, if any (loaders often wrap it in their own OSError)."""
+    kinds = network_errors()
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, kinds) and not _is_offline_flag(exc):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _is_offline_flag(exc: BaseException) -> bool:
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    return isinstance(exc, OfflineModeIsEnabled)
+
+
+def interrupted(name: str, source: str, exc: BaseException) -> WeightsUnavailableError:
+    """The error for a download cut off by the network."""
+    return WeightsUnavailableError(
+        f"Downloading {LABELS[name]} from {source} ({_endpoint()}) failed: {type(exc).__name__}: {_first_line(exc)}"
+        "\nFix: check the connection (behind a proxy, set HTTPS_PROXY) and run the same call again: the files that"
+        " finished stay in the Hugging Face cache, so only the rest is downloaded."
+    )
+
+
+def load_errors() -> tuple[type[BaseException], ...]:
+    """Exception types a loader raises for missing, damaged or refused files."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    errors: list[type[BaseException]] = [OSError, ValueError, KeyError, EntryNotFoundError, *network_errors()]
+    with contextlib.suppress(ImportError):
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    return tuple(errors)
+
+
+def load(part: Part, call: Callable[[Part], T]) -> T:
+    """Run `call(part)` (one component's from_pretrained calls) and turn every failure into one sdrag error.
+
+    A disk-only load that fails (a file removed from the cache, one the plan could not foresee) downloads
+    instead when the hub can be reached.
+    """
+    try:
+        return call(part)
+    except load_errors() as exc:
+        first = exc
+    if part.local_only and not is_local(part.source) and not hub_offline() and hub_reachable():
+        part = replace(part, local_only=False)
+        try:
+            return call(part)
+        except load_errors() as exc:
+            first = exc
+    raise _failure(part, first) from None
+
+
+def _failure(part: Part, exc: BaseException) -> WeightsUnavailableError:
+    cause = _network_cause(exc)
+    if cause is not None:
+        return interrupted(part.name, part.where, cause)
+    fix = "re-download it (go online once), or point the override at a complete folder in hub layout"
+    if is_local(part.source):
+        fix = "point the override at a complete folder in hub layout (safetensors weights), or use preset='tiny'"
+    return WeightsUnavailableError(f"Could not load {part.label} from {part.where}: {type(exc).__name__}:"
+                                   f" {_first_line(exc)}\nFix: {fix}.")
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Silence load-time chatter of diffusers/transformers, but keep huggingface_hub's download progress bars.
+
+    Also keeps transformers from asking the hub's conversion service to convert pickled weights it loaded.
+    """
+    from diffusers.utils import logging as dlog
+    from huggingface_hub import utils as hf_utils
+    from transformers.utils import logging as tlog
+
+    levels = dlog.get_verbosity(), tlog.get_verbosity()
+    hub_bars_off = hf_utils.are_progress_bars_disabled()
+    conversion = os.environ.get("DISABLE_SAFETENSORS_CONVERSION")
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()  # this also turns huggingface_hub's bars off: turned back on below
+    if not hub_bars_off:
+        hf_utils.enable_progress_bars()
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    os.environ["DISABLE_SAFETENSORS_CONVERSION"] = "1"
+    try:
+        with warnings.catch_warnings():
+            # diffusers still passes huggingface_hub an argument it has deprecated; nothing for a user to do.
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks", category=UserWarning)
+            yield
+    finally:
+        dlog.set_verbosity(levels[0])
+        tlog.set_verbosity(levels[1])
+        dlog.enable_progress_bar()
+        tlog.enable_progress_bar()
+        if hub_bars_off:
+            hf_utils.disable_progress_bars()
+        if conversion is None:
+            os.environ.pop("DISABLE_SAFETENSORS_CONVERSION", None)
+        else:
+            os.environ["DISABLE_SAFETENSORS_CONVERSION"] = conversion
+
+
+def snapshot_commit(part: Part) -> str | None:
+    """The commit a hub component's cached files come from (None for local folders)."""
+    if is_local(part.source) or not part.weights:
+        return None
+    found = part.path(part.weights[0])
+    if found is None:
+        return None
+    parts = found.parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
