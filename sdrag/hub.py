@@ -63,8 +63,11 @@ class Slot:
 def layout(spec: ModelSpec, part: str) -> tuple[list[str], list[Slot]]:
     """The metadata files and weight slots one component's loader reads (the SD1.5 repos' layout)."""
     if part == "base":
+        # Without its tokenizer config the tokenizer loads anyway, with no length limit, and long prompts then
+        # crash deep in the text encoder: so it counts as required.
         configs = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json",
-                   "tokenizer/merges.txt", "unet/config.json", "vae/config.json", "text_encoder/config.json"]
+                   "tokenizer/merges.txt", "tokenizer/tokenizer_config.json", "unet/config.json", "vae/config.json",
+                   "text_encoder/config.json"]
         return configs, [Slot("unet"), Slot("vae"), Slot("text_encoder", "transformers")]
     if part == "controlnet":
         return ["config.json"], [Slot("")]
@@ -123,8 +126,10 @@ Plan = dict[str, Part]
 def plan(spec: ModelSpec, dtype: Any = None) -> Plan:
     """Decide, for every component, the files it will load and whether they are all on disk.
 
-    Nothing is downloaded here. Raises one WeightsUnavailableError listing every problem: files missing from
-    local folders, pickled-only weights without allow_pickle, or files not cached while the hub is out of reach.
+    `dtype` is the torch dtype the models will run in (fp16 prefers the repos' fp16 variants). Nothing is
+    downloaded here; the hub is asked only for the file lists of repos not fully cached. Raises one
+    WeightsUnavailableError listing every problem: files missing from local folders, pickled-only weights
+    without allow_pickle, or files not cached while the hub is out of reach.
     """
     half = "float16" in str(dtype) and "bfloat" not in str(dtype)
     parts: Plan = {}
@@ -195,7 +200,7 @@ def _choose(slots: list[Slot], listing: set[str], half: bool, allow_pickle: bool
         if pick is not None:
             chosen.append(pick)
             continue
-        pickled = [c for c in [*slot.pickles(half), *slot.candidates(half, True)] if c in listing]
+        pickled = [c for c in slot.pickles(half) if c in listing]
         if pickled:
             problems.append(f"{where}: only pickled weights ({pickled[0]}), which can run code when loaded."
                             " Fix: use a safetensors copy (or a revision that has one), or opt in with"
@@ -417,7 +422,9 @@ def _failure(part: Part, exc: BaseException) -> WeightsUnavailableError:
     cause = _network_cause(exc)
     if cause is not None:
         return interrupted(part.name, part.where, cause)
-    fix = "re-download it (go online once), or point the override at a complete folder in hub layout"
+    repo = part.source
+    fix = (f"if a cached file is damaged, `hf cache verify {repo}` names it; remove it (`hf cache rm model/{repo}`)"
+           " and run again to download it afresh, or point the override at a complete folder in hub layout")
     if is_local(part.source):
         fix = "point the override at a complete folder in hub layout (safetensors weights), or use preset='tiny'"
     return WeightsUnavailableError(f"Could not load {part.label} from {part.where}: {type(exc).__name__}:"

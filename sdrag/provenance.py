@@ -89,12 +89,15 @@ def environment_flags() -> dict[str, str | None]:
 
 
 def preset_status():
-    """Which presets can run here: one row per preset, whether it is ready, and the full reason when not."""
+    """Which presets can run here: one row per preset, whether it is ready, and the full reason when not.
+
+    Quick: nothing loads or downloads; at most the hub is asked for its file lists.
+    """
     import pandas as pd
 
     from .errors import SdragError
     from .hub import plan
-    from .presets import PRESET_NAMES, get_spec
+    from .presets import PRESET_NAMES, get_spec, pick_device, pick_dtype
 
     rows = []
     for name in PRESET_NAMES:
@@ -107,8 +110,19 @@ def preset_status():
                                                   " for GPU benchmarks)"})
             continue
         try:
-            plan(get_spec(name))
+            # With this machine's default dtype: on CUDA that is fp16, so the fp16 files are the ones listed.
+            plan(get_spec(name), pick_dtype(pick_device()))
             rows.append({"preset": name, "ready": True, "note": ""})
         except SdragError as exc:
             rows.append({"preset": name, "ready": False, "note": str(exc)})
     return pd.DataFrame(rows)
+
+
+def preset_report(status=None) -> str:
+    """The preset table as text: every reason in full (the missing files, the fix), which a table would cut."""
+    status = preset_status() if status is None else status
+    lines = []
+    for row in status.itertuples():
+        lines.append(f"{row.preset}: {'ready' if row.ready else 'NOT READY'}")
+        lines += [f"    {line}" for line in str(row.note).splitlines()]
+    return "\n".join(lines)

@@ -141,8 +141,9 @@ def _copy_verbatim(folder: Path, source: Path, names: list[str]) -> None:
 
 
 def _save_weights(model, folder: Path, config: dict, fp16: bool) -> None:
-    """Save safetensors weights under the library's own file names (and the .fp16 variant), keeping `config`."""
-    model.save_pretrained(folder)
+    """Save fp32 safetensors weights under the library's own file names (and the .fp16 variant), keeping `config`."""
+    # fp32 as published, even where a config says otherwise (the image encoder's says float16; its file is fp32).
+    model.to(torch.float32).save_pretrained(folder)
     if fp16:
         model.to(torch.float16).save_pretrained(folder, variant="fp16")
     # save_pretrained rewrites config.json in its own words; the published text is what a download holds.

@@ -74,6 +74,12 @@ def test_notebook_runs_headless(path, tmp_path, small_run, monkeypatch):
     assert expected in text, text[-2000:]
     if path.stem == "04_sweep":
         assert (tmp_path / "runs" / "nb" / "report.html").is_file()
+    if path.stem == "00_setup":
+        # Offline here: sd15's whole missing-file list and the way out, not a cut first line; sd15-random is
+        # not called ready before its build.
+        for needle in ("sd15: NOT READY", "unet/diffusion_pytorch_model.safetensors", "openai/clip-vit-base-patch32@",
+                       "go online", "tiny: ready", "sd15-random: NOT READY", "not built yet"):
+            assert needle in text, needle
 
 
 def test_papermill_cli_runs_the_sweep_notebook_with_overrides(tmp_path):

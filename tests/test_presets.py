@@ -143,3 +143,23 @@ def test_sd15_pins_a_clip_revision_that_has_safetensors_and_a_new_source_drops_t
     assert get_spec("sd15", clip="laion/CLIP-ViT-B-32-laion2B-s34B-b79K").revision("clip") is None
     assert get_spec("sd15", clip="x/y", clip_revision="v2").revision("clip") == "v2"
     assert all(get_spec("sd15").revision(part) is None for part in ("base", "controlnet", "ip_adapter"))
+
+
+def test_an_image_encoder_folder_with_a_slash_is_read_from_the_repo_root_as_diffusers_reads_it(tmp_path):
+    import shutil
+
+    from sdrag.tiny import tiny_root
+
+    ip = tmp_path / "IP-Adapter"
+    shutil.copytree(tiny_root() / SD15_REPOS["ip_adapter"], ip)
+    (ip / "encoders").mkdir()
+    (ip / "models" / "image_encoder").rename(ip / "encoders" / "vit-h")
+    spec = get_spec("tiny", ip_adapter=str(ip), image_encoder_folder="encoders/vit-h")
+    assert spec.image_encoder_subfolder == "encoders/vit-h"
+    assert get_spec("tiny").image_encoder_subfolder == "models/image_encoder"
+    wb = sdrag.Workbench(spec, library_dir=tmp_path / "lib")
+    assert wb.plan["ip_adapter"].weights == ("models/ip-adapter_sd15.safetensors", "encoders/vit-h/model.safetensors")
+    assert len(wb.generator.ip_processors()) == 16
+    hashed = wb.weight_hashes()["ip_adapter"]
+    assert [f["path"] for f in hashed] == [str(ip / "models/ip-adapter_sd15.safetensors"),
+                                           str(ip / "encoders/vit-h/model.safetensors")]

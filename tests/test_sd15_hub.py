@@ -124,6 +124,10 @@ def test_first_run_downloads_what_it_loads_with_progress_then_runs_offline_uncha
     assert second["attempts"] == [] and len(hub.requests) == since
     assert second["png"] == first["png"] and second["weights"] == hashes
     assert "%|" not in err, err  # loading from the cache prints no bars
+    # Asked for fp16 now, the cached fp32 files serve (cast on load) instead of a download of the fp16 variant.
+    half, _ = sd15(hub, tmp_path, offline=True, block=True, dtype="fp16")
+    assert half["ok"] and half["attempts"] == [], half
+    assert half["plan"]["base"]["variant"] is None and half["weights"] == hashes
     # The same weights in tiny's local folders give the same picture: one code path.
     assert png_sha(wb.run(sdrag.SAMPLE_SKETCH, PROMPT, **RUN).image) == first["png"]
 
@@ -158,7 +162,7 @@ PREFILL = textwrap.dedent("""
 
 def test_a_cache_with_configs_and_pickles_only_downloads_when_online_and_names_the_files_offline(hub, tmp_path):
     base = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
-            "tokenizer/tokenizer_config.json", "tokenizer/special_tokens_map.json",
+            "tokenizer/special_tokens_map.json",
             "feature_extractor/preprocessor_config.json"]
     base += [f"{sub}/{name}" for sub, name in (("unet", "config.json"), ("unet", "diffusion_pytorch_model.bin"),
                                                ("vae", "config.json"), ("vae", "diffusion_pytorch_model.bin"),
@@ -169,7 +173,8 @@ def test_a_cache_with_configs_and_pickles_only_downloads_when_online_and_names_t
         (SD15_REPOS["ip_adapter"], None, ["models/ip-adapter_sd15.bin", "models/image_encoder/config.json",
                                           "models/image_encoder/pytorch_model.bin"]),
         (SD15_REPOS["clip"], CLIP_REVISION, ["config.json", "preprocessor_config.json", "tokenizer_config.json",
-                                             "vocab.json", "merges.txt", "tokenizer.json", "pytorch_model.bin"]),
+                                             "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.json",
+                                             "pytorch_model.bin"]),
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE",)}
     env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "PREFILL": json.dumps(prefill)}
@@ -177,7 +182,9 @@ def test_a_cache_with_configs_and_pickles_only_downloads_when_online_and_names_t
 
     offline, _ = sd15(hub, tmp_path, offline=True)
     assert not offline["ok"] and offline["error"] == "WeightsUnavailableError"
+    # Missing a tokenizer config, the tokenizer would load anyway, without a length limit: it counts as missing.
     for needle in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+                   "tokenizer/tokenizer_config.json",
                    f"{SD15_REPOS['clip']}@{CLIP_REVISION}: model.safetensors", "go online"):
         assert needle in offline["message"], offline["message"]
     assert "re-download" not in offline["message"]
@@ -187,7 +194,8 @@ def test_a_cache_with_configs_and_pickles_only_downloads_when_online_and_names_t
     assert online["ok"], online
     fetched = {path for _, _, path in downloads(hub, since)}
     assert {"unet/diffusion_pytorch_model.safetensors", "model.safetensors"} <= fetched
-    assert not [f for f in fetched if f.endswith(".bin") or f.endswith("config.json")]
+    assert {f for f in fetched if not f.endswith(".safetensors")} == {"tokenizer/tokenizer_config.json"}
+
 
 
 def test_pickled_only_weights_on_the_hub_need_the_opt_in(hub, tmp_path):

@@ -90,6 +90,13 @@ def test_tiny_has_the_real_weight_file_names_and_variants(built):
     assert not list(v10.glob("*.fp16.*"))
     assert sorted(p.name for p in (built / SD15_REPOS["ip_adapter"] / "models").iterdir()) == [
         "image_encoder", "ip-adapter_sd15.safetensors"]
+    # Published weights are fp32, variants fp16, whatever dtype a config names (the image encoder's says float16).
+    from safetensors import safe_open
+
+    for path in built.rglob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+        assert dtypes == ({"F16"} if ".fp16." in path.name else {"F32"}), (path, dtypes)
     clip = built / SD15_REPOS["clip"]
     assert sorted(p.name for p in clip.iterdir()) == [
         "config.json", "merges.txt", "model.safetensors", "preprocessor_config.json", "special_tokens_map.json",
