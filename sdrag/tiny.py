@@ -124,14 +124,14 @@ def sized_config(path: Path, sizes: dict) -> dict:
 
 
 def _write_config(folder: Path, source: Path, sizes: dict) -> dict:
-    """Copy a published config (verbatim when no size changes) and return what was written."""
+    """Copy a published config (verbatim when no size changes); return a fresh dict of it to build a model from."""
     folder.mkdir(parents=True, exist_ok=True)
     if not sizes:
         shutil.copyfile(source, folder / source.name)
-        return json.loads(source.read_text())
-    config = sized_config(source, sizes)
-    (folder / source.name).write_text(json.dumps(config, indent=2) + "\n")
-    return config
+    else:
+        (folder / source.name).write_text(json.dumps(sized_config(source, sizes), indent=2) + "\n")
+    # Config classes may add keys to the dict they are given; the file on disk stays as written.
+    return json.loads((folder / source.name).read_text())
 
 
 def _copy_verbatim(folder: Path, source: Path, names: list[str]) -> None:
@@ -140,14 +140,17 @@ def _copy_verbatim(folder: Path, source: Path, names: list[str]) -> None:
         shutil.copyfile(source / name, folder / name)
 
 
-def _save_weights(model, folder: Path, config: dict, fp16: bool) -> None:
-    """Save fp32 safetensors weights under the library's own file names (and the .fp16 variant), keeping `config`."""
+def _save_weights(model, folder: Path, fp16: bool) -> None:
+    """Save fp32 safetensors weights under the library's own file names (and the .fp16 variant).
+
+    save_pretrained rewrites config.json in its own words: the text `_write_config` put there is restored.
+    """
+    published = (folder / "config.json").read_bytes()
     # fp32 as published, even where a config says otherwise (the image encoder's says float16; its file is fp32).
     model.to(torch.float32).save_pretrained(folder)
     if fp16:
         model.to(torch.float16).save_pretrained(folder, variant="fp16")
-    # save_pretrained rewrites config.json in its own words; the published text is what a download holds.
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "config.json").write_bytes(published)
 
 
 def _text_sizes(shape: dict, key: str, vocab: int) -> dict:
@@ -170,18 +173,18 @@ def _build_base(repo: Path, meta: Path, shape: dict, vocab: int):
     unet_cfg = _write_config(repo / "unet", meta / "unet" / "config.json", shape["unet"])
     torch.manual_seed(SEED)
     unet = UNet2DConditionModel.from_config(unet_cfg)
-    _save_weights(unet, repo / "unet", unet_cfg, fp16=True)
+    _save_weights(unet, repo / "unet", fp16=True)
     unet = UNet2DConditionModel.from_config(unet_cfg)  # fp32 again for the ControlNets built from it
     unet.load_state_dict(_load(repo / "unet" / "diffusion_pytorch_model.safetensors"))
 
     vae_cfg = _write_config(repo / "vae", meta / "vae" / "config.json", shape["vae"])
     torch.manual_seed(SEED + 1)
-    _save_weights(AutoencoderKL.from_config(vae_cfg), repo / "vae", vae_cfg, fp16=True)
+    _save_weights(AutoencoderKL.from_config(vae_cfg), repo / "vae", fp16=True)
 
     text_cfg = _write_config(repo / "text_encoder", meta / "text_encoder" / "config.json",
                              _text_sizes(shape, "text_encoder", vocab))
     torch.manual_seed(SEED + 2)
-    _save_weights(CLIPTextModel(CLIPTextConfig.from_dict(text_cfg)), repo / "text_encoder", text_cfg, fp16=True)
+    _save_weights(CLIPTextModel(CLIPTextConfig.from_dict(text_cfg)), repo / "text_encoder", fp16=True)
 
     sizes = copy.deepcopy(shape["safety_checker"])
     if sizes:
@@ -191,7 +194,7 @@ def _build_base(repo: Path, meta: Path, shape: dict, vocab: int):
     config = CLIPConfig(text_config=CLIPTextConfig.from_dict(checker_cfg["text_config"]).to_dict(),
                         vision_config=CLIPVisionConfig.from_dict(checker_cfg["vision_config"]).to_dict(),
                         projection_dim=checker_cfg["projection_dim"])
-    _save_weights(StableDiffusionSafetyChecker(config), repo / "safety_checker", checker_cfg, fp16=True)
+    _save_weights(StableDiffusionSafetyChecker(config), repo / "safety_checker", fp16=True)
     return unet
 
 
@@ -200,14 +203,16 @@ def _build_controlnet(repo: Path, meta: Path, shape: dict, unet, seed: int, fp16
 
     config = _write_config(repo, meta / "config.json", shape["controlnet"])
     torch.manual_seed(seed)
-    controlnet = ControlNetModel.from_unet(unet)
+    # Initialised from the UNet's encoder, as ControlNets are before training, shaped as the published config.
+    controlnet = ControlNetModel.from_unet(
+        unet, conditioning_embedding_out_channels=tuple(config["conditioning_embedding_out_channels"]))
     # ControlNet starts with zero convolutions; random ones make the control signal reach the UNet.
     zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
                   controlnet.controlnet_cond_embedding.conv_out]
     for conv in zero_convs:
         torch.nn.init.normal_(conv.weight, std=0.2)
         torch.nn.init.normal_(conv.bias, std=0.05)
-    _save_weights(controlnet, repo, config, fp16=fp16)
+    _save_weights(controlnet, repo, fp16=fp16)
 
 
 def _build_ip_adapter(repo: Path, meta: Path, shape: dict, unet) -> None:
@@ -218,7 +223,7 @@ def _build_ip_adapter(repo: Path, meta: Path, shape: dict, unet) -> None:
     encoder_dir = repo / "models" / "image_encoder"
     config = _write_config(encoder_dir, meta / "models" / "image_encoder" / "config.json", shape["image_encoder"])
     torch.manual_seed(SEED + 4)
-    _save_weights(CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(config)), encoder_dir, config, fp16=False)
+    _save_weights(CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(config)), encoder_dir, fp16=False)
     _write_ip_adapter(unet, repo / "models" / IP_ADAPTER_WEIGHT, config["projection_dim"],
                       unet.config.cross_attention_dim)
 
@@ -232,7 +237,7 @@ def _build_clip(repo: Path, meta: Path, shape: dict, vocab: int) -> None:
         sizes["text_config"]["vocab_size"] = vocab
     config = _write_config(repo, meta / "config.json", sizes)
     torch.manual_seed(SEED + 5)
-    _save_weights(CLIPModel(CLIPConfig.from_dict(config)), repo, config, fp16=False)
+    _save_weights(CLIPModel(CLIPConfig.from_dict(config)), repo, fp16=False)
 
 
 def _load(path: Path) -> dict:

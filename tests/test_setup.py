@@ -56,3 +56,28 @@ def test_readme_documents_the_api_contract():
                    "library.search", "wb.run(", "res.image", "res.timings", "sd15", "tiny", "style+layout",
                    "TORCH_SPEC", "run.report_path"):
         assert needle in readme, needle
+
+
+def _floors() -> dict[str, str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return {_name(r): r.split(">=")[1].strip() for r in project["dependencies"] if ">=" in r}
+
+
+def test_the_floor_job_covers_the_floors_and_the_installed_versions_meet_them():
+    import importlib.metadata
+    import os
+
+    from packaging.version import Version
+
+    make = (REPO / "Makefile").read_text()
+    job = dict(p.split("==") for p in re.search(r"^FLOORS \?= (.+)$", make, re.M).group(1).split())
+    floors = _floors()
+    for name in ("diffusers", "transformers", "huggingface-hub", "accelerate"):
+        # The job pins each floor the project declares for the loading stack, release for release.
+        assert Version(job[name.replace("-", "_")]) == Version(floors[name]), name
+    for name, floor in floors.items():
+        assert Version(importlib.metadata.version(name)) >= Version(floor), name
+    if os.environ.get("SDRAG_FLOORS"):  # inside the floor job: running on exactly those releases
+        for spec in os.environ["SDRAG_FLOORS"].split():
+            name, version = spec.split("==")
+            assert importlib.metadata.version(name) == version, spec
