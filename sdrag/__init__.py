@@ -1,10 +1,10 @@
 """sdrag: structure-locked, retrieval-styled image generation (Canny ControlNet + CLIP/ChromaDB + IP-Adapter).
 
-Pipeline stages, one module each: presets (which weights) -> tiny (offline stand-ins) -> images (read
-and fit inputs) -> canny (edge map) -> embed (CLIP vectors) -> library (ChromaDB styles) -> params (one
-parameters object) -> generate (SD1.5 + ControlNet + IP-Adapter) -> workbench (the chain and its Result)
--> spec (sweep grids, checked up front) -> sweep (runs them, resumable) -> metrics -> report; cache,
-provenance and files serve them.
+Pipeline stages, one module each: presets (which weights) -> hub (which files, from the cache or the hub)
+-> tiny (offline stand-ins) -> images (read and fit inputs) -> canny (edge map) -> embed (CLIP vectors)
+-> library (ChromaDB styles) -> params (one parameters object) -> generate (SD1.5 + ControlNet + IP-Adapter)
+-> workbench (the chain and its Result) -> spec (sweep grids, checked up front) -> sweep (runs them,
+resumable) -> metrics -> report; cache, provenance and files serve them.
 """
 
 from .canny import canny_edges

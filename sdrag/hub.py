@@ -24,8 +24,8 @@ from .errors import WeightsUnavailableError
 from .presets import ModelSpec, is_local
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 PROBE_TIMEOUT_S = 1.5
+LISTING_TIMEOUT_S = 30  # huggingface_hub sets none on API calls: a stalled hub would block forever
 PARTS = ("base", "controlnet", "ip_adapter", "clip")
 LABELS = {"base": "Stable Diffusion 1.5", "controlnet": "the ControlNet", "ip_adapter": "IP-Adapter",
           "clip": "the retrieval CLIP"}
@@ -280,7 +280,7 @@ def _hub_listing(name: str, repo: str, revision: str | None) -> set[str]:
 
     at = f" at revision {revision}" if revision else ""
     try:
-        info = HfApi().model_info(repo, revision=revision)
+        info = HfApi().model_info(repo, revision=revision, timeout=LISTING_TIMEOUT_S)
     except GatedRepoError as exc:
         raise WeightsUnavailableError(f"{repo} is gated on the hub ({_first_line(exc)}). Fix: accept its licence on"
                                       " its hub page and log in with `hf auth login` (or set HF_TOKEN).") from None

@@ -170,7 +170,9 @@ class Workbench:
         """Which embedder built this workbench's vectors (tiny weights are versioned, not located)."""
         if self.spec.preset in ("tiny", "sd15-random") and "clip" not in self._overridden():
             return f"{self.spec.preset}-v{TINY_VERSION}"
-        return self.spec.clip
+        revision = self.spec.revision("clip")
+        # Another revision may hold other weights: its vectors must not be mixed with these.
+        return f"{self.spec.clip}@{revision}" if revision else self.spec.clip
 
     def _overridden(self) -> set[str]:
         base = get_spec(self.spec.preset)

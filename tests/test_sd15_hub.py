@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent("""
         res.image.save(buf, format="PNG")
         out = {"ok": True, "png": hashlib.sha256(buf.getvalue()).hexdigest(), "style": res.style.name,
                "plan": {n: {"variant": p.variant, "weights": list(p.weights)} for n, p in wb.plan.items()},
-               "weights": wb.weight_hashes()}
+               "weights": wb.weight_hashes(), "embedder": wb.embedder_name}
     except sdrag.SdragError as exc:
         out = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
     out["attempts"] = attempts
@@ -117,6 +117,7 @@ def test_first_run_downloads_what_it_loads_with_progress_then_runs_offline_uncha
     assert clip["sha256"] == hashlib.sha256((tiny_root() / SD15_REPOS["clip"] / "model.safetensors").read_bytes()
                                             ).hexdigest()
     assert all(f["sha256"] and f["commit"] for files in hashes.values() for f in files)
+    assert first["embedder"] == f"{SD15_REPOS['clip']}@{CLIP_REVISION}"  # library vectors say which weights
 
     since = len(hub.requests)
     second, err = sd15(hub, tmp_path, offline=True, block=True)

@@ -39,7 +39,10 @@ def test_run_writes_table_images_manifest_and_report(wb, tmp_path):
     manifest = json.loads((run.out_dir / "manifest.json").read_text())
     assert manifest["versions"]["torch"] and manifest["device"]["device"] == "cpu"
     assert all(len(f["sha256"]) == 64 for files in manifest["weights"].values() for f in files)
-    assert manifest["weights"]["ip_adapter"] and manifest["library"]["styles"]
+    # Every weight file the models loaded, each component's, the retrieval CLIP's too.
+    assert {part: [f["file"] for f in files] for part, files in manifest["weights"].items()} == {
+        part: list(p.weights) for part, p in wb.plan.items()}
+    assert len(manifest["weights"]["clip"]) == 1 and manifest["library"]["styles"]
     assert run.report_path.is_file() and list(run.out_dir.glob("grid_*.png"))
 
 
