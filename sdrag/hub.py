@@ -79,6 +79,13 @@ def layout(spec: ModelSpec, part: str) -> tuple[list[str], list[Slot]]:
     return configs, [Slot("", "transformers")]
 
 
+def needed(rel: str, listing: set[str]) -> bool:
+    """Whether a metadata file must be present: a tokenizer.json (all transformers 5 saves) stands in for
+    vocab.json + merges.txt."""
+    path = Path(rel)
+    return path.name not in ("vocab.json", "merges.txt") or path.with_name("tokenizer.json").as_posix() not in listing
+
+
 @dataclass(frozen=True)
 class Part:
     """One component as it will load: source, revision, variant, the files read, and whether all are on disk."""
@@ -159,7 +166,7 @@ def _plan_from_disk(spec: ModelSpec, name: str, half: bool, problems: list[str])
         listing = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
         weights = _choose(slots, listing, half, spec.allow_pickle, problems, f"{name}: {folder}")
         for rel in configs:
-            if rel not in listing:
+            if rel not in listing and needed(rel, listing):
                 problems.append(f"{name}: {folder / rel} (local folder) is missing")
         return _part(spec, name, configs, weights, local_only=True)
     listing, complete = _cached_listing(source, revision, configs)
@@ -168,7 +175,7 @@ def _plan_from_disk(spec: ModelSpec, name: str, half: bool, problems: list[str])
     for want_half in ((True, False) if half else (False,)):
         missing: list[str] = []
         weights = _choose(slots, listing, want_half, spec.allow_pickle, missing, "")
-        wanted = [rel for rel in configs if rel in listing or not complete] + weights
+        wanted = [rel for rel in configs if (rel in listing or not complete) and needed(rel, listing)] + weights
         if not missing and all(_cached(source, rel, revision) for rel in wanted):
             return _part(spec, name, configs, weights, local_only=True)
     return None

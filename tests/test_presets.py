@@ -163,3 +163,26 @@ def test_an_image_encoder_folder_with_a_slash_is_read_from_the_repo_root_as_diff
     hashed = wb.weight_hashes()["ip_adapter"]
     assert [f["path"] for f in hashed] == [str(ip / "models/ip-adapter_sd15.safetensors"),
                                            str(ip / "encoders/vit-h/model.safetensors")]
+
+
+def test_a_local_folder_saved_by_transformers_5_with_only_tokenizer_json_is_complete(tmp_path, sketch):
+    import shutil
+
+    from transformers import CLIPTokenizer
+
+    from sdrag.tiny import tiny_root
+
+    base = tmp_path / "sd15"
+    shutil.copytree(tiny_root() / SD15_REPOS["base"], base)
+    tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
+    shutil.rmtree(base / "tokenizer")
+    tokenizer.save_pretrained(base / "tokenizer")  # transformers 5 writes tokenizer.json, no vocab.json/merges.txt
+    assert not (base / "tokenizer" / "vocab.json").exists()
+    from conftest import STYLES
+
+    wb = sdrag.Workbench.from_preset("tiny", library_dir=tmp_path / "lib", base=str(base))
+    wb.library.ingest(STYLES, progress=False)
+    assert wb.run(sketch, "a neon city " * 40, size=64, steps=1).image.size == (64, 64)  # > 77 tokens: cut
+    (base / "tokenizer" / "tokenizer.json").unlink()
+    with pytest.raises(WeightsUnavailableError, match="tokenizer/vocab.json"):
+        plan(get_spec("tiny", base=str(base)))
