@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import socket
 import threading
@@ -17,6 +18,7 @@ LFS_MIN_SIZE = 10 * 1024 * 1024
 RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 DATE = "2024-01-01T00:00:00.000Z"
 CHUNK = 64 * 1024
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
 @dataclass
@@ -136,6 +138,13 @@ class LocalHub:
         """Make the next GET of a file ending with path_suffix send nbytes of its body, then stop the whole hub."""
         with self._lock:
             self._die = (path_suffix, nbytes)
+
+    def client_env(self, hf_home: Path, endpoint: str | None = None) -> dict[str, str]:
+        """This process's environment for a client of the hub: its own cache, online, no proxy or token of ours."""
+        env = {k: v for k, v in os.environ.items() if k.upper() not in PROXY_VARS}
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HF_ENDPOINT"):
+            env.pop(k, None)
+        return env | {"HF_ENDPOINT": endpoint or self.url, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_TELEMETRY": "1"}
 
     def downloads(self) -> list[str]:
         """Every file body served by a GET (200 or 206), as "repo_id@sha:path", in order."""

@@ -16,7 +16,6 @@ from localhub import LocalHub, Repo
 MIB = 1024 * 1024
 BIG = 12 * MIB  # over huggingface_hub's 10 MiB read chunk, so a cut after 11 MiB has 10 MiB on disk to resume from
 MAIN, PR, BIG_MAIN = (hashlib.sha1(name.encode()).hexdigest() for name in ("main", "pr", "big"))
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 PRELUDE = """
 import json, os, sys
@@ -73,11 +72,7 @@ def hub(repos):
 
 def client(hub: LocalHub, hf_home: Path, code: str, args: object = None, **env: str) -> dict:
     """Run `code` in a fresh interpreter pointed at the hub; return the JSON it printed last."""
-    full = {k: v for k, v in os.environ.items() if k.upper() not in PROXY_VARS}
-    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HF_ENDPOINT"):
-        full.pop(k, None)
-    full |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_TELEMETRY": "1"}
-    full |= {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "LOCALHUB_ARGS": json.dumps(args)} | env
+    full = hub.client_env(hf_home) | {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "LOCALHUB_ARGS": json.dumps(args)} | env
     r = subprocess.run([sys.executable, "-c", PRELUDE + code], env=full, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-4000:]
     return json.loads(r.stdout.strip().splitlines()[-1])

@@ -7,7 +7,6 @@ HF_ENDPOINT (or an HTTP proxy), and sdrag loads through the same calls a user's 
 import hashlib
 import io
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,6 @@ import sdrag
 from sdrag.presets import CLIP_REVISION, CONTROLNETS, SD15_REPOS
 from sdrag.tiny import tiny_root
 
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 PROMPT, RUN = "a watercolour house", {"size": 64, "steps": 2, "seed": 0}
 
 SCRIPT = textwrap.dedent("""
@@ -59,11 +57,8 @@ def hub(tmp_path_factory):
 
 def sd15(hub, home, *, offline=False, endpoint=None, env=None, **args):
     """Run the sd15 chain in a fresh interpreter against `hub`; return (result dict, stderr)."""
-    full = {k: v for k, v in os.environ.items()
-            if k.upper() not in PROXY_VARS and k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN")}
-    full |= {"HF_ENDPOINT": endpoint or hub.url, "HF_HOME": str(home / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1",
-             "SD15_ARGS": json.dumps({"lib": str(home / "lib"), "styles": str(STYLES), "prompt": PROMPT, "run": RUN,
-                                      **args})}
+    full = hub.client_env(home / "hf", endpoint) | {"SD15_ARGS": json.dumps(
+        {"lib": str(home / "lib"), "styles": str(STYLES), "prompt": PROMPT, "run": RUN, **args})}
     if offline:
         full["HF_HUB_OFFLINE"] = "1"
     full |= env or {}
@@ -177,8 +172,7 @@ def test_a_cache_with_configs_and_pickles_only_downloads_when_online_and_names_t
                                              "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.json",
                                              "pytorch_model.bin"]),
     ]
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE",)}
-    env |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "PREFILL": json.dumps(prefill)}
+    env = hub.client_env(tmp_path / "hf") | {"PREFILL": json.dumps(prefill)}
     subprocess.run([sys.executable, "-c", PREFILL], env=env, check=True, capture_output=True, timeout=120)
 
     offline, _ = sd15(hub, tmp_path, offline=True)
