@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import WeightsUnavailableError
-from .presets import ModelSpec, is_local
+from .presets import SD15_REPOS, ModelSpec, is_local
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 PROBE_TIMEOUT_S = 1.5
 LISTING_TIMEOUT_S = 30  # huggingface_hub sets none on API calls: a stalled hub would block forever
-PARTS = ("base", "controlnet", "ip_adapter", "clip")
+PARTS = tuple(SD15_REPOS)
 LABELS = {"base": "Stable Diffusion 1.5", "controlnet": "the ControlNet", "ip_adapter": "IP-Adapter",
           "clip": "the retrieval CLIP"}
 T = TypeVar("T")

@@ -28,7 +28,6 @@ CLIP_REVISION = "c237dc49a33fc61debc9276459120b7eac67e7ef"
 # sd15-random: SD1.5's full-size architecture with random weights, for speed/memory benchmarks offline.
 PRESET_NAMES = ("sd15", "tiny", "sd15-random")
 _MIN_TOKENS = 100
-_SOURCES = ("base", "controlnet", "ip_adapter", "clip")
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ def get_spec(preset: str = "tiny", **overrides: str | bool | None) -> ModelSpec:
     if "controlnet" in overrides and str(overrides["controlnet"]) in CONTROLNETS:
         repo = CONTROLNETS[str(overrides["controlnet"])]
         overrides["controlnet"] = local(repo) if local else repo
-    for part in _SOURCES:
+    for part in SD15_REPOS:
         if part in overrides and f"{part}_revision" not in overrides:
             overrides[f"{part}_revision"] = None
     return replace(spec, **overrides)

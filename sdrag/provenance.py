@@ -102,9 +102,9 @@ def preset_status():
     rows = []
     for name in PRESET_NAMES:
         if name == "sd15-random":
-            from .tiny import TINY_VERSION
+            from .tiny import built_folder, is_built
 
-            built = (cache_dir() / f"random-full-v{TINY_VERSION}" / "COMPLETE").is_file()
+            built = is_built(built_folder("full"))
             rows.append({"preset": name, "ready": built,
                          "note": "" if built else "not built yet: its first use builds it (~15 GB on disk, minutes;"
                                                   " for GPU benchmarks)"})

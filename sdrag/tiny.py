@@ -59,11 +59,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SDRAG_CACHE") or Path.home() / ".cache" / "sdrag").expanduser()
 
 
+def built_folder(shapes: str = "tiny") -> Path:
+    """Where the build of `shapes` lives in sdrag's cache (it may not be built yet: see `is_built`)."""
+    return cache_dir() / (f"tiny-v{TINY_VERSION}" if shapes == "tiny" else f"random-{shapes}-v{TINY_VERSION}")
+
+
+def is_built(folder: Path) -> bool:
+    """Whether a build finished in `folder`."""
+    return (folder / "COMPLETE").is_file()
+
+
 def tiny_root(root: str | os.PathLike | None = None, shapes: str = "tiny") -> Path:
     """Return the folder holding one sub-folder per hub repo id (`<root>/<org>/<name>`), building it on first use."""
-    name = f"tiny-v{TINY_VERSION}" if shapes == "tiny" else f"random-{shapes}-v{TINY_VERSION}"
-    target = Path(root) if root is not None else cache_dir() / name
-    if not (target / "COMPLETE").is_file():
+    target = Path(root) if root is not None else built_folder(shapes)
+    if not is_built(target):
         build_tiny(target, shapes)
     return target
 
@@ -82,7 +91,7 @@ def build_tiny(target: str | os.PathLike, shapes: str = "tiny") -> Path:
         (work / "COMPLETE").write_text(json.dumps(stamp) + "\n")
         if target.exists():
             # Another process finished first; its build is identical, keep it.
-            if (target / "COMPLETE").is_file():
+            if is_built(target):
                 return target
             shutil.rmtree(target)
         os.replace(work, target)
@@ -149,15 +158,17 @@ def _save_weights(model, folder: Path, fp16: bool) -> None:
     # fp32 as published, even where a config says otherwise (the image encoder's says float16; its file is fp32).
     model.to(torch.float32).save_pretrained(folder)
     if fp16:
-        model.to(torch.float16).save_pretrained(folder, variant="fp16")
+        # From a copy: the caller keeps its fp32 model (the ControlNets are built from the UNet).
+        copy.deepcopy(model).to(torch.float16).save_pretrained(folder, variant="fp16")
     (folder / "config.json").write_bytes(published)
 
 
-def _text_sizes(shape: dict, key: str, vocab: int) -> dict:
-    """Size changes of a CLIP text tower: the vocabulary follows the tokenizer (extra rows are never indexed)."""
-    sizes = copy.deepcopy(shape[key])
+def _with_vocab(sizes: dict, vocab: int, tower: str | None = None) -> dict:
+    """Size changes for a config with a CLIP text tower (nested under `tower`, if given): its vocabulary follows
+    the tokenizer's (extra rows would never be indexed)."""
+    sizes = copy.deepcopy(sizes)
     if sizes:
-        sizes["vocab_size"] = vocab
+        (sizes[tower] if tower else sizes)["vocab_size"] = vocab
     return sizes
 
 
@@ -174,22 +185,18 @@ def _build_base(repo: Path, meta: Path, shape: dict, vocab: int):
     torch.manual_seed(SEED)
     unet = UNet2DConditionModel.from_config(unet_cfg)
     _save_weights(unet, repo / "unet", fp16=True)
-    unet = UNet2DConditionModel.from_config(unet_cfg)  # fp32 again for the ControlNets built from it
-    unet.load_state_dict(_load(repo / "unet" / "diffusion_pytorch_model.safetensors"))
 
     vae_cfg = _write_config(repo / "vae", meta / "vae" / "config.json", shape["vae"])
     torch.manual_seed(SEED + 1)
     _save_weights(AutoencoderKL.from_config(vae_cfg), repo / "vae", fp16=True)
 
     text_cfg = _write_config(repo / "text_encoder", meta / "text_encoder" / "config.json",
-                             _text_sizes(shape, "text_encoder", vocab))
+                             _with_vocab(shape["text_encoder"], vocab))
     torch.manual_seed(SEED + 2)
     _save_weights(CLIPTextModel(CLIPTextConfig.from_dict(text_cfg)), repo / "text_encoder", fp16=True)
 
-    sizes = copy.deepcopy(shape["safety_checker"])
-    if sizes:
-        sizes["text_config"]["vocab_size"] = vocab
-    checker_cfg = _write_config(repo / "safety_checker", meta / "safety_checker" / "config.json", sizes)
+    checker_cfg = _write_config(repo / "safety_checker", meta / "safety_checker" / "config.json",
+                                _with_vocab(shape["safety_checker"], vocab, "text_config"))
     torch.manual_seed(SEED + 6)
     config = CLIPConfig(text_config=CLIPTextConfig.from_dict(checker_cfg["text_config"]).to_dict(),
                         vision_config=CLIPVisionConfig.from_dict(checker_cfg["vision_config"]).to_dict(),
@@ -232,18 +239,9 @@ def _build_clip(repo: Path, meta: Path, shape: dict, vocab: int) -> None:
     from transformers import CLIPConfig, CLIPModel
 
     _copy_verbatim(repo, meta, ["preprocessor_config.json"])
-    sizes = copy.deepcopy(shape["clip"])
-    if sizes:
-        sizes["text_config"]["vocab_size"] = vocab
-    config = _write_config(repo, meta / "config.json", sizes)
+    config = _write_config(repo, meta / "config.json", _with_vocab(shape["clip"], vocab, "text_config"))
     torch.manual_seed(SEED + 5)
     _save_weights(CLIPModel(CLIPConfig.from_dict(config)), repo, fp16=False)
-
-
-def _load(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
 
 
 def _write_ip_adapter(unet: torch.nn.Module, path: Path, encoder_dim: int, cross_dim: int) -> None:
