@@ -1,13 +1,24 @@
 """sdrag: structure-locked, retrieval-styled image generation (Canny ControlNet + CLIP/ChromaDB + IP-Adapter).
 
-Pipeline stages, one module each: presets (which weights) -> hub (which files, from the cache or the hub)
--> tiny (offline stand-ins) -> images (read and fit inputs) -> canny (edge map) -> embed (CLIP vectors)
--> library (ChromaDB styles) -> params (one parameters object) -> generate (SD1.5 + ControlNet + IP-Adapter)
--> workbench (the chain and its Result) -> spec (sweep grids, checked up front) -> sweep (runs them,
-resumable) -> metrics -> report; cache, provenance and files serve them.
+The folders are the data flow, each layer importing only the ones before it (docs/architecture.md):
+
+    models/      weights: preset sources, which files load (folder, cache or hub), the offline tiny builds
+    retrieval/   style retrieval: CLIP embeddings, the ChromaDB store, the style library and its ingest
+    generation/  one generation: images, Canny, Params, the SD1.5 + ControlNet + IP-Adapter generator, Workbench
+    runs/        the run folder a sweep leaves: spec, rows, table, manifest, per-cell metrics
+    reports/     what a run folder is shown as: X/Y/Z grids, heatmaps, HTML, run comparison
+    sweeps/      running specs into run folders (crash-safe, resumable) and reproducing a cell
+    app/         the notebooks' widgets, the command line and the demo
+
+`errors` and `files` sit under all of them. Importing sdrag is light: torch, diffusers, transformers and chromadb
+load on first use of what needs them.
 """
 
-from .canny import canny_edges
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .errors import (
     GenerationCancelled,
     InputError,
@@ -19,19 +30,34 @@ from .errors import (
     StyleNotFoundError,
     WeightsUnavailableError,
 )
-from .images import SAMPLE_SKETCH, load_image
-from .library import IngestReport, Style, StyleLibrary
-from .params import IP_SCALE_PRESETS, Params
-from .presets import ModelSpec, get_spec
-from .sweep import SweepError, SweepFailed, SweepRun, load_spec, reproduce, run_sweep
-from .workbench import Result, Workbench
 
 __version__ = "0.1.0"
 
+# Public name -> the module that owns it; loaded on first access.
+_LAZY = {
+    "IP_SCALE_PRESETS": "models.sd15", "ModelSpec": "models.presets", "get_spec": "models.presets",
+    "IngestReport": "retrieval.ingest", "Style": "retrieval.entries", "StyleLibrary": "retrieval.library",
+    "SAMPLE_SKETCH": "images", "load_image": "images", "canny_edges": "generation.canny",
+    "Params": "generation.params", "ResolvedParams": "generation.params", "MemoryOptions": "generation.memory",
+    "Result": "generation.result", "Workbench": "generation.workbench",
+    "SweepError": "runs.spec", "load_spec": "runs.spec", "SweepRun": "runs.folder",
+    "SweepFailed": "sweeps.engine", "run_sweep": "sweeps.engine", "reproduce": "sweeps.reproduce",
+}
+
 __all__ = [
-    "IP_SCALE_PRESETS", "SAMPLE_SKETCH", "GenerationCancelled", "IngestReport", "InputError", "LibraryError",
-    "MemoryExhaustedError", "ModelSpec", "ParameterError", "Params", "Result", "SdragError", "StorageError",
-    "Style", "StyleLibrary", "StyleNotFoundError", "SweepError", "SweepFailed", "SweepRun",
-    "WeightsUnavailableError", "Workbench", "canny_edges", "get_spec", "load_image", "load_spec", "reproduce",
-    "run_sweep",
+    "GenerationCancelled", "InputError", "LibraryError", "MemoryExhaustedError", "ParameterError", "SdragError",
+    "StorageError", "StyleNotFoundError", "WeightsUnavailableError", *sorted(_LAZY),
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sdrag' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

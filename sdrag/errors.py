@@ -12,7 +12,14 @@ class InputError(SdragError, ValueError):
 
 
 class ParameterError(SdragError, ValueError):
-    """A generation, Canny or retrieval parameter is out of range or malformed."""
+    """A generation, Canny or retrieval parameter is out of range or malformed.
+
+    `problems` lists each problem on its own (the message shows them all), so callers can regroup them.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
 
 
 class WeightsUnavailableError(SdragError, RuntimeError):

@@ -1,7 +1,10 @@
-"""Writing files so that a crash never leaves a half-written one, and names never leave their folder."""
+"""Files: atomic writes (a crash never leaves a half-written file), plain names, image bytes and hashes, and
+where sdrag keeps its cache. The foundation every layer writes through."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import os
@@ -58,11 +61,26 @@ def image_bytes(image: Image.Image, format: str = "PNG", **save_kwargs: Any) -> 
     return buf.getvalue()
 
 
+def pixels_sha256(image: Image.Image) -> str:
+    """sha256 of an image's decoded pixels: equal for equal pictures whatever file they were read from."""
+    return hashlib.sha256(image.tobytes()).hexdigest()
+
+
+def data_uri(png: bytes) -> str:
+    """A PNG as a data URI, so an HTML page or widget shows it with nothing fetched."""
+    return f"data:image/png;base64,{base64.b64encode(png).decode()}"
+
+
 def atomic_save_image(image: Image.Image, path: str | os.PathLike, **save_kwargs: Any) -> Path:
     """Save a PIL image (format from the suffix), atomically."""
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     return atomic_write_bytes(path, image_bytes(image, fmt, **save_kwargs))
+
+
+def canonical(value: Any) -> str:
+    """One JSON text per value (keys sorted), so equal values compare, group and hash alike."""
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def safe_name(name: str, what: str = "name") -> str:
@@ -84,3 +102,8 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
         if (folder / "styles").is_dir() and (folder / "experiments").is_dir():
             return folder
     return here
+
+
+def cache_root() -> Path:
+    """sdrag's cache folder (`$SDRAG_CACHE`, else `~/.cache/sdrag`): tiny builds, libraries, hash memos."""
+    return Path(os.environ.get("SDRAG_CACHE") or Path.home() / ".cache" / "sdrag").expanduser()

@@ -10,9 +10,8 @@ import platform
 import sys
 from pathlib import Path
 
-from .files import atomic_write_json
-from .hub import Plan, snapshot_commit
-from .tiny import cache_dir
+from ..files import atomic_write_json, cache_root
+from .plan import Plan, snapshot_commit
 
 PACKAGES = ("sdrag", "torch", "diffusers", "transformers", "accelerate", "safetensors", "huggingface_hub",
             "chromadb", "numpy", "pillow", "opencv-python-headless", "pandas")
@@ -59,7 +58,7 @@ def weight_hashes(plan: Plan) -> dict[str, list[dict]]:
 
     A file not on disk yet (its download comes with the first load) is listed with sha256 None.
     """
-    memo_path = cache_dir() / "weight-hashes.json"
+    memo_path = cache_root() / "weight-hashes.json"
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
@@ -95,9 +94,10 @@ def preset_status():
     """
     import pandas as pd
 
-    from .errors import SdragError
-    from .hub import plan
-    from .presets import PRESET_NAMES, get_spec, pick_device, pick_dtype
+    from ..errors import SdragError
+    from .device import pick_device, pick_dtype
+    from .plan import plan
+    from .presets import PRESET_NAMES, get_spec
 
     rows = []
     for name in PRESET_NAMES:

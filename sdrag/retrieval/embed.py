@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .hub import Part, load, quiet_loading
-from .images import ImageLike, load_image
-from .presets import checked_tokenizer
+from ..images import ImageLike, load_image
+from ..models.loading import checked_tokenizer, load
+from ..models.plan import Part
+from ..models.quiet import quiet_loading
 
 
 class ClipEmbedder:

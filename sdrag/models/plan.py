@@ -1,4 +1,4 @@
-"""Where model files come from — a local folder, the Hugging Face cache or the hub — and which files a load reads.
+"""Which files each component loads — from a local folder, the Hugging Face cache or the hub — decided up front.
 
 `plan(spec, dtype)` decides before anything loads, per component, the exact files the loader will read (fp16
 variant and safetensors/pickle format included), whether all of them are on disk and, when they are not,
@@ -9,27 +9,16 @@ WeightsUnavailableError that says what to do.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import threading
-import time
-import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from .errors import WeightsUnavailableError
-from .presets import SD15_REPOS, ModelSpec, is_local
+from ..errors import WeightsUnavailableError
+from .hub import cached, cached_listing, endpoint, hub_listing, hub_offline, hub_reachable
+from .presets import ModelSpec, is_local
+from .sd15 import LABELS, PARTS
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-PROBE_TIMEOUT_S = 1.5
-LISTING_TIMEOUT_S = 30  # huggingface_hub sets none on API calls: a stalled hub would block forever
-PARTS = tuple(SD15_REPOS)
-LABELS = {"base": "Stable Diffusion 1.5", "controlnet": "the ControlNet", "ip_adapter": "IP-Adapter",
-          "clip": "the retrieval CLIP"}
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -124,7 +113,7 @@ class Part:
         if is_local(self.source):
             found = Path(self.source).expanduser() / rel
             return found if found.is_file() else None
-        return _cached(self.source, rel, self.revision)
+        return cached(self.source, rel, self.revision)
 
 
 Plan = dict[str, Part]
@@ -169,14 +158,14 @@ def _plan_from_disk(spec: ModelSpec, name: str, half: bool, problems: list[str])
             if rel not in listing and needed(rel, listing):
                 problems.append(f"{name}: {folder / rel} (local folder) is missing")
         return _part(spec, name, configs, weights, local_only=True)
-    listing, complete = _cached_listing(source, revision, configs)
+    listing, complete = cached_listing(source, revision, configs)
     # In half precision, fp32 files already cached serve as well as the fp16 variant (same numbers once cast):
     # use them rather than download the variant.
     for want_half in ((True, False) if half else (False,)):
         missing: list[str] = []
         weights = _choose(slots, listing, want_half, spec.allow_pickle, missing, "")
         wanted = [rel for rel in configs if (rel in listing or not complete) and needed(rel, listing)] + weights
-        if not missing and all(_cached(source, rel, revision) for rel in wanted):
+        if not missing and all(cached(source, rel, revision) for rel in wanted):
             return _part(spec, name, configs, weights, local_only=True)
     return None
 
@@ -185,7 +174,7 @@ def _plan_from_hub(spec: ModelSpec, name: str, half: bool, problems: list[str]) 
     """The component's Part chosen from the repo's file list on the hub (its files then download on load)."""
     source, revision = getattr(spec, name), spec.revision(name)
     configs, slots = layout(spec, name)
-    listing = _hub_listing(name, source, revision)
+    listing = hub_listing(name, source, revision)
     weights = _choose(slots, listing, half, spec.allow_pickle, problems, f"{name}: {source}")
     return _part(spec, name, [c for c in configs if c in listing], weights, local_only=False)
 
@@ -232,13 +221,13 @@ def _require_hub(spec: ModelSpec, names: list[str], half: bool) -> None:
     if not offline and hub_reachable():
         return
     why = ("HF_HUB_OFFLINE/SDRAG_OFFLINE is set" if offline
-           else f"the Hugging Face hub ({_endpoint()}) cannot be reached")
+           else f"the Hugging Face hub ({endpoint()}) cannot be reached")
     lines = []
     for name in names:
         source, revision = getattr(spec, name), spec.revision(name)
         configs, slots = layout(spec, name)
         wanted = configs + [slot.candidates(half, spec.allow_pickle)[0] for slot in slots]
-        missing = [rel for rel in wanted if not _cached(source, rel, revision)]
+        missing = [rel for rel in wanted if not cached(source, rel, revision)]
         at = f"@{revision}" if revision else ""
         lines.append(f"{name}: {source}{at}: " + ", ".join(missing))
     raise WeightsUnavailableError(
@@ -250,232 +239,6 @@ def _require_hub(spec: ModelSpec, names: list[str], half: bool) -> None:
     )
 
 
-# -- the Hugging Face cache and the hub --------------------------------------------------------------------
-
-
-def _cached(repo: str, rel: str, revision: str | None) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo, rel, revision=revision)
-    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
-
-
-def _cached_listing(repo: str, revision: str | None, probes: list[str]) -> tuple[set[str], bool]:
-    """The repo's files as far as the cache knows them, with no network call, and whether that list is complete.
-
-    Complete: the tree listing huggingface_hub caches on a snapshot download. Otherwise: the files a cached
-    snapshot holds (empty when nothing is cached).
-    """
-    try:
-        from huggingface_hub import get_cached_repo_tree
-
-        return {f.path for f in get_cached_repo_tree(repo, revision=revision)}, True
-    except Exception:  # noqa: BLE001 - an older huggingface_hub, or no listing cached: look at the snapshot
-        pass
-    for probe in probes:
-        found = _cached(repo, probe, revision)
-        if found is not None:
-            snapshot = found.parents[len(Path(probe).parts) - 1]
-            return {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()}, False
-    return set(), False
-
-
-def _hub_listing(name: str, repo: str, revision: str | None) -> set[str]:
-    """The repo's files at `revision`, asked of the hub."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
-
-    at = f" at revision {revision}" if revision else ""
-    try:
-        info = HfApi().model_info(repo, revision=revision, timeout=LISTING_TIMEOUT_S)
-    except GatedRepoError as exc:
-        raise WeightsUnavailableError(f"{repo} is gated on the hub ({_first_line(exc)}). Fix: accept its licence on"
-                                      " its hub page and log in with `hf auth login` (or set HF_TOKEN).") from None
-    except RepositoryNotFoundError:
-        raise WeightsUnavailableError(f"No repo {repo!r} on {_endpoint()} (or it is private). Fix: check the"
-                                      f" {name} id, or log in with `hf auth login` if it is yours.") from None
-    except RevisionNotFoundError:
-        raise WeightsUnavailableError(f"{repo} has no revision {revision!r}. Fix: give a branch, tag or commit that"
-                                      f" exists, or drop {name}_revision to use main.") from None
-    except network_errors() as exc:
-        raise interrupted(name, repo, exc) from None
-    files = {sibling.rfilename for sibling in info.siblings or []}
-    if not files:
-        raise WeightsUnavailableError(f"The hub lists no files for {repo}{at}. Fix: check the repo id and revision.")
-    return files
-
-
-def _endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def hub_offline() -> bool:
-    """Tell whether the user asked for no hub access at all."""
-    from huggingface_hub import constants
-
-    flag = os.environ.get("HF_HUB_OFFLINE", "") or os.environ.get("SDRAG_OFFLINE", "")
-    return bool(constants.HF_HUB_OFFLINE) or flag.strip().lower() in {"1", "true", "yes", "on"}
-
-
-_probe_cache: dict[str, tuple[float, bool]] = {}
-
-
-def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Tell whether the hub answers an HTTP request within `timeout` seconds (cached for 60 s).
-
-    The request goes through huggingface_hub's own HTTP client, so proxies (HTTPS_PROXY, ...), certificates
-    and client settings apply exactly as they will to the downloads.
-    """
-    endpoint = _endpoint()
-    hit = _probe_cache.get(endpoint)
-    if hit and time.monotonic() - hit[0] < 60:
-        return hit[1]
-    result: list[bool] = []
-
-    def probe() -> None:
-        from huggingface_hub.utils import get_session
-
-        try:
-            get_session().head(endpoint, timeout=timeout)
-            result.append(True)  # any HTTP answer, even an error status, means the hub is there
-        except Exception:  # noqa: BLE001 - every transport failure means the same here: not reachable
-            result.append(False)
-
-    # Name resolution ignores timeouts, so the probe runs on a thread we stop waiting for.
-    worker = threading.Thread(target=probe, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    ok = bool(result and result[0])
-    _probe_cache[endpoint] = (time.monotonic(), ok)
-    return ok
-
-
-def network_errors() -> tuple[type[BaseException], ...]:
-    """Transport failures of whichever HTTP client huggingface_hub uses (httpx2, httpx or requests)."""
-    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
-                         ("requests", "ConnectionError"), ("requests", "Timeout")):
-        cls = getattr(sys.modules.get(module), name, None)
-        if isinstance(cls, type):
-            found.append(cls)
-    return tuple(found)
-
-
-def _network_cause(exc: BaseException) -> BaseException | None:
-    """The transport failure behind `exc`, if any (loaders often wrap it in their own OSError)."""
-    kinds = network_errors()
-    seen = 0
-    while exc is not None and seen < 16:
-        if isinstance(exc, kinds) and not _is_offline_flag(exc):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
-
-
-def _is_offline_flag(exc: BaseException) -> bool:
-    from huggingface_hub.errors import OfflineModeIsEnabled
-
-    return isinstance(exc, OfflineModeIsEnabled)
-
-
-def interrupted(name: str, source: str, exc: BaseException) -> WeightsUnavailableError:
-    """The error for a download cut off by the network."""
-    return WeightsUnavailableError(
-        f"Downloading {LABELS[name]} from {source} ({_endpoint()}) failed: {type(exc).__name__}: {_first_line(exc)}"
-        "\nFix: check the connection (behind a proxy, set HTTPS_PROXY) and run the same call again: the files that"
-        " finished stay in the Hugging Face cache, so only the rest is downloaded."
-    )
-
-
-def load_errors() -> tuple[type[BaseException], ...]:
-    """Exception types a loader raises for missing, damaged or refused files."""
-    from huggingface_hub.errors import EntryNotFoundError
-
-    errors: list[type[BaseException]] = [OSError, ValueError, KeyError, EntryNotFoundError, *network_errors()]
-    with contextlib.suppress(ImportError):
-        from safetensors import SafetensorError
-
-        errors.append(SafetensorError)
-    return tuple(errors)
-
-
-def load(part: Part, call: Callable[[Part], T]) -> T:
-    """Run `call(part)` (one component's from_pretrained calls) and turn every failure into one sdrag error.
-
-    A disk-only load that fails (a file removed from the cache, one the plan could not foresee) downloads
-    instead when the hub can be reached.
-    """
-    try:
-        return call(part)
-    except load_errors() as exc:
-        first = exc
-    if part.local_only and not is_local(part.source) and not hub_offline() and hub_reachable():
-        part = replace(part, local_only=False)
-        try:
-            return call(part)
-        except load_errors() as exc:
-            first = exc
-    raise _failure(part, first) from None
-
-
-def _failure(part: Part, exc: BaseException) -> WeightsUnavailableError:
-    cause = _network_cause(exc)
-    if cause is not None:
-        return interrupted(part.name, part.where, cause)
-    repo = part.source
-    fix = (f"if a cached file is damaged, `hf cache verify {repo}` names it; remove it (`hf cache rm model/{repo}`)"
-           " and run again to download it afresh, or point the override at a complete folder in hub layout")
-    if is_local(part.source):
-        fix = "point the override at a complete folder in hub layout (safetensors weights), or use preset='tiny'"
-    return WeightsUnavailableError(f"Could not load {part.label} from {part.where}: {type(exc).__name__}:"
-                                   f" {_first_line(exc)}\nFix: {fix}.")
-
-
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """Silence load-time chatter of diffusers/transformers, but keep huggingface_hub's download progress bars.
-
-    Also keeps transformers from asking the hub's conversion service to convert pickled weights it loaded.
-    """
-    from diffusers.utils import logging as dlog
-    from huggingface_hub import utils as hf_utils
-    from transformers.utils import logging as tlog
-
-    levels = dlog.get_verbosity(), tlog.get_verbosity()
-    hub_bars_off = hf_utils.are_progress_bars_disabled()
-    conversion = os.environ.get("DISABLE_SAFETENSORS_CONVERSION")
-    dlog.disable_progress_bar()
-    tlog.disable_progress_bar()  # this also turns huggingface_hub's bars off: turned back on below
-    if not hub_bars_off:
-        hf_utils.enable_progress_bars()
-    dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
-    os.environ["DISABLE_SAFETENSORS_CONVERSION"] = "1"
-    try:
-        with warnings.catch_warnings():
-            # diffusers still passes huggingface_hub an argument it has deprecated; nothing for a user to do.
-            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks", category=UserWarning)
-            yield
-    finally:
-        dlog.set_verbosity(levels[0])
-        tlog.set_verbosity(levels[1])
-        dlog.enable_progress_bar()
-        tlog.enable_progress_bar()
-        if hub_bars_off:
-            hf_utils.disable_progress_bars()
-        if conversion is None:
-            os.environ.pop("DISABLE_SAFETENSORS_CONVERSION", None)
-        else:
-            os.environ["DISABLE_SAFETENSORS_CONVERSION"] = conversion
-
-
 def snapshot_commit(part: Part) -> str | None:
     """The commit a hub component's cached files come from (None for local folders)."""
     if is_local(part.source) or not part.weights:
@@ -485,3 +248,4 @@ def snapshot_commit(part: Part) -> str | None:
         return None
     parts = found.parts
     return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
+

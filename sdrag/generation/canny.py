@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .images import ImageLike, fit_image, load_image
+from ..images import ImageLike, fit_image, load_image
 from .params import Params
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .canny import edges_of
-from .images import ImageLike, load_image
+from ..generation.canny import edges_of
+from ..images import ImageLike, load_image
 
 METRICS = ("edge_f1", "style_similarity", "prompt_alignment")
 

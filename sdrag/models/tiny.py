@@ -17,12 +17,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
+from ..files import cache_root
+from .quiet import quiet_loading
+from .sd15 import CONTROLNETS, IP_ADAPTER_WEIGHT, IP_TOKENS, SD15_REPOS
+from .tokenizer import write_tokenizer_files
 
 # Bump when the layout, a config or a seed below changes, so stale caches are rebuilt, not reused.
 TINY_VERSION = "2"
 SEED = 20241124
-IP_TOKENS = 4
 METADATA = Path(__file__).resolve().parent / "assets" / "hub"
 
 _SMALL_TF = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
@@ -44,24 +46,9 @@ SHAPES: dict[str, dict[str, dict]] = {
     "full": collections.defaultdict(dict),
 }
 
-# A small corpus so the tokenizer learns real merges and splits words the way CLIP's BPE does.
-_CORPUS = (
-    "a the of and in on with style painting photo sketch drawing house city neon night watercolor ink "
-    "pastel bauhaus geometric pixel art mosaic blueprint galaxy space stars cat coffee rocket astronaut "
-    "brick grass gravel texture colorful dark light bright soft warm cool portrait landscape street tree "
-    "sun window door roof building architecture abstract pattern lines glowing vintage retro modern"
-)
-_MERGES = 120
-
-
-def cache_dir() -> Path:
-    """Return sdrag's cache folder (`$SDRAG_CACHE`, else `~/.cache/sdrag`)."""
-    return Path(os.environ.get("SDRAG_CACHE") or Path.home() / ".cache" / "sdrag").expanduser()
-
-
 def built_folder(shapes: str = "tiny") -> Path:
     """Where the build of `shapes` lives in sdrag's cache (it may not be built yet: see `is_built`)."""
-    return cache_dir() / (f"tiny-v{TINY_VERSION}" if shapes == "tiny" else f"random-{shapes}-v{TINY_VERSION}")
+    return cache_root() / (f"tiny-v{TINY_VERSION}" if shapes == "tiny" else f"random-{shapes}-v{TINY_VERSION}")
 
 
 def is_built(folder: Path) -> bool:
@@ -82,8 +69,6 @@ def build_tiny(target: str | os.PathLike, shapes: str = "tiny") -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=target.parent))
-    from .hub import quiet_loading
-
     try:
         with quiet_loading():
             _build_into(work, SHAPES[shapes])
@@ -102,8 +87,6 @@ def build_tiny(target: str | os.PathLike, shapes: str = "tiny") -> Path:
 
 
 def _build_into(root: Path, shape: dict[str, dict]) -> None:
-    from .presets import CONTROLNETS, SD15_REPOS
-
     tokenizer = _build_tokenizer(root / SD15_REPOS["base"] / "tokenizer", METADATA / SD15_REPOS["base"] / "tokenizer")
     unet = _build_base(root / SD15_REPOS["base"], METADATA / SD15_REPOS["base"], shape, len(tokenizer))
     for i, repo in enumerate((CONTROLNETS["canny-v11"], CONTROLNETS["canny-v10"])):
@@ -154,6 +137,8 @@ def _save_weights(model, folder: Path, fp16: bool) -> None:
 
     save_pretrained rewrites config.json in its own words: the text `_write_config` put there is restored.
     """
+    import torch
+
     published = (folder / "config.json").read_bytes()
     # fp32 as published, even where a config says otherwise (the image encoder's says float16; its file is fp32).
     model.to(torch.float32).save_pretrained(folder)
@@ -172,40 +157,43 @@ def _with_vocab(sizes: dict, vocab: int, tower: str | None = None) -> dict:
     return sizes
 
 
+def _new_model(folder: Path, config_source: Path, sizes: dict, seed: int, make, fp16: bool = True):
+    """Write the sized published config into `folder`, build a model from it with `seed`, save its weights."""
+    import torch
+
+    config = _write_config(folder, config_source, sizes)
+    torch.manual_seed(seed)
+    model = make(config)
+    _save_weights(model, folder, fp16=fp16)
+    return model
+
+
 def _build_base(repo: Path, meta: Path, shape: dict, vocab: int):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
 
+    def safety_checker(cfg: dict):
+        return StableDiffusionSafetyChecker(CLIPConfig(
+            text_config=CLIPTextConfig.from_dict(cfg["text_config"]).to_dict(),
+            vision_config=CLIPVisionConfig.from_dict(cfg["vision_config"]).to_dict(),
+            projection_dim=cfg["projection_dim"]))
+
     _copy_verbatim(repo, meta, ["model_index.json"])
     _copy_verbatim(repo / "scheduler", meta / "scheduler", ["scheduler_config.json"])
     _copy_verbatim(repo / "feature_extractor", meta / "feature_extractor", ["preprocessor_config.json"])
-
-    unet_cfg = _write_config(repo / "unet", meta / "unet" / "config.json", shape["unet"])
-    torch.manual_seed(SEED)
-    unet = UNet2DConditionModel.from_config(unet_cfg)
-    _save_weights(unet, repo / "unet", fp16=True)
-
-    vae_cfg = _write_config(repo / "vae", meta / "vae" / "config.json", shape["vae"])
-    torch.manual_seed(SEED + 1)
-    _save_weights(AutoencoderKL.from_config(vae_cfg), repo / "vae", fp16=True)
-
-    text_cfg = _write_config(repo / "text_encoder", meta / "text_encoder" / "config.json",
-                             _with_vocab(shape["text_encoder"], vocab))
-    torch.manual_seed(SEED + 2)
-    _save_weights(CLIPTextModel(CLIPTextConfig.from_dict(text_cfg)), repo / "text_encoder", fp16=True)
-
-    checker_cfg = _write_config(repo / "safety_checker", meta / "safety_checker" / "config.json",
-                                _with_vocab(shape["safety_checker"], vocab, "text_config"))
-    torch.manual_seed(SEED + 6)
-    config = CLIPConfig(text_config=CLIPTextConfig.from_dict(checker_cfg["text_config"]).to_dict(),
-                        vision_config=CLIPVisionConfig.from_dict(checker_cfg["vision_config"]).to_dict(),
-                        projection_dim=checker_cfg["projection_dim"])
-    _save_weights(StableDiffusionSafetyChecker(config), repo / "safety_checker", fp16=True)
+    unet = _new_model(repo / "unet", meta / "unet" / "config.json", shape["unet"], SEED,
+                      UNet2DConditionModel.from_config)
+    _new_model(repo / "vae", meta / "vae" / "config.json", shape["vae"], SEED + 1, AutoencoderKL.from_config)
+    _new_model(repo / "text_encoder", meta / "text_encoder" / "config.json", _with_vocab(shape["text_encoder"], vocab),
+               SEED + 2, lambda cfg: CLIPTextModel(CLIPTextConfig.from_dict(cfg)))
+    _new_model(repo / "safety_checker", meta / "safety_checker" / "config.json",
+               _with_vocab(shape["safety_checker"], vocab, "text_config"), SEED + 6, safety_checker)
     return unet
 
 
 def _build_controlnet(repo: Path, meta: Path, shape: dict, unet, seed: int, fp16: bool) -> None:
+    import torch
     from diffusers import ControlNetModel
 
     config = _write_config(repo, meta / "config.json", shape["controlnet"])
@@ -225,13 +213,10 @@ def _build_controlnet(repo: Path, meta: Path, shape: dict, unet, seed: int, fp16
 def _build_ip_adapter(repo: Path, meta: Path, shape: dict, unet) -> None:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from .presets import IP_ADAPTER_WEIGHT
-
-    encoder_dir = repo / "models" / "image_encoder"
-    config = _write_config(encoder_dir, meta / "models" / "image_encoder" / "config.json", shape["image_encoder"])
-    torch.manual_seed(SEED + 4)
-    _save_weights(CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(config)), encoder_dir, fp16=False)
-    _write_ip_adapter(unet, repo / "models" / IP_ADAPTER_WEIGHT, config["projection_dim"],
+    encoder = _new_model(repo / "models" / "image_encoder", meta / "models" / "image_encoder" / "config.json",
+                         shape["image_encoder"], SEED + 4,
+                         lambda cfg: CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(cfg)), fp16=False)
+    _write_ip_adapter(unet, repo / "models" / IP_ADAPTER_WEIGHT, encoder.config.projection_dim,
                       unet.config.cross_attention_dim)
 
 
@@ -239,12 +224,12 @@ def _build_clip(repo: Path, meta: Path, shape: dict, vocab: int) -> None:
     from transformers import CLIPConfig, CLIPModel
 
     _copy_verbatim(repo, meta, ["preprocessor_config.json"])
-    config = _write_config(repo, meta / "config.json", _with_vocab(shape["clip"], vocab, "text_config"))
-    torch.manual_seed(SEED + 5)
-    _save_weights(CLIPModel(CLIPConfig.from_dict(config)), repo, fp16=False)
+    _new_model(repo, meta / "config.json", _with_vocab(shape["clip"], vocab, "text_config"), SEED + 5,
+               lambda cfg: CLIPModel(CLIPConfig.from_dict(cfg)), fp16=False)
 
 
-def _write_ip_adapter(unet: torch.nn.Module, path: Path, encoder_dim: int, cross_dim: int) -> None:
+def _write_ip_adapter(unet, path: Path, encoder_dim: int, cross_dim: int) -> None:
+    import torch
     from safetensors.torch import save_file
 
     def randn(*shape: int) -> torch.Tensor:
@@ -281,57 +266,3 @@ def _build_tokenizer(folder: Path, meta: Path, with_json: bool = False):
             tokenizer.save_pretrained(tmp)
             shutil.copyfile(Path(tmp) / "tokenizer.json", folder / "tokenizer.json")
     return tokenizer
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """Map every byte to a printable unicode character, as GPT-2/CLIP byte-level BPE does."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars)))
-
-
-def _learn_merges(words: collections.Counter) -> list[tuple[str, str]]:
-    """Greedy byte-pair merges over `words` (ties broken by the pair itself, so dict order never matters)."""
-    splits = {w: [*w[:-1], w[-1] + "</w>"] for w in words}
-    merges: list[tuple[str, str]] = []
-    for _ in range(_MERGES):
-        pairs: collections.Counter = collections.Counter()
-        for w, parts in splits.items():
-            for a, b in zip(parts, parts[1:]):
-                pairs[a, b] += words[w]
-        if not pairs:
-            break
-        (a, b), _count = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
-        merges.append((a, b))
-        for w, parts in splits.items():
-            out, i = [], 0
-            while i < len(parts):
-                if i + 1 < len(parts) and parts[i] == a and parts[i + 1] == b:
-                    out.append(a + b)
-                    i += 2
-                else:
-                    out.append(parts[i])
-                    i += 1
-            splits[w] = out
-    return merges
-
-
-def write_tokenizer_files(folder: Path) -> None:
-    """Write a CLIP-style vocab.json and merges.txt learned by byte-pair merging on a small corpus.
-
-    As in CLIP, the two special tokens take the last ids, so the text encoder's legacy pooling (the
-    highest id marks the end of the prompt) finds the end token exactly as it does on the real model.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    base = list(bytes_to_unicode().values())
-    merges = _learn_merges(collections.Counter(_CORPUS.split()))
-    vocab = base + [c + "</w>" for c in base] + [a + b for a, b in merges] + ["<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ParameterError, SdragError
-from .files import safe_name
-from .params import Params
-from .presets import PRESET_NAMES
-from .store import server_url
+from ..errors import ParameterError, SdragError
+from ..files import canonical, safe_name
+from ..generation.params import Params, ResolvedParams
+from ..models.presets import PRESET_NAMES
+from ..retrieval.store import server_url
 
 SPEC_KEYS = ("name", "preset", "sketch", "styles", "library", "base", "axes", "zip", "cells", "batch",
              "metrics", "edge_tolerance")
@@ -69,29 +67,57 @@ class SweepSpec:
         return p
 
 
-def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
-    """Parse a YAML file or a dict into a SweepSpec, expanding ranges; structural errors all at once."""
+def load_spec(spec: str | Path | dict | SweepSpec, *, base: dict | None = None, **changes: Any) -> SweepSpec:
+    """Parse a YAML file, a dict or a SweepSpec into a checked SweepSpec, expanding ranges; errors all at once.
+
+    `changes` replace top-level spec keys (axes, zip, cells, batch, ...) and `base` updates the base parameters
+    key by key; None values change nothing. Both go through the same checks as the file itself.
+    """
+    data, source_dir = _read(spec)
+    data.update({k: v for k, v in changes.items() if v is not None})
+    if base:
+        data["base"] = {**(data.get("base") or {}), **{k: v for k, v in base.items() if v is not None}}
+    problems: list[str] = []
+    fields_ = _check_structure(data, problems)
+    _check_settings(data, problems)
+    axes, zipped, cells = fields_["axes"], fields_["zip"], fields_["cells"]
+    size = math.prod(len(v) for v in axes.values()) * (len(next(iter(zipped.values()))) if zipped else 1) * \
+        max(len(cells), 1)
+    if size > MAX_CELLS:
+        problems.append(f"the spec expands to {size} cells, more than {MAX_CELLS}; split it into several sweeps")
+    if problems:
+        raise SweepError("Invalid sweep spec:\n  - " + "\n  - ".join(problems))
+    return SweepSpec(name=str(data.get("name", "sweep")), base=fields_["base"], axes=axes, zip=zipped, cells=cells,
+                     preset=data.get("preset", "tiny"), sketch=data.get("sketch"), styles=data.get("styles"),
+                     library=data.get("library"), batch=data.get("batch", 4), metrics=data.get("metrics", True),
+                     edge_tolerance=data.get("edge_tolerance", 2), source_dir=source_dir)
+
+
+def _read(spec: str | Path | dict | SweepSpec) -> tuple[dict, Path | None]:
+    """The spec as a fresh dict, and the folder its relative paths are read from."""
     import yaml
 
     if isinstance(spec, SweepSpec):
-        return spec
-    source_dir = None
-    if isinstance(spec, (str, Path)):
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise SweepError(f"Sweep spec not found: {path}. Fix: pass a YAML file or a dict.")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise SweepError(f"Cannot parse the sweep spec {path}: {exc}") from None
-        source_dir = path.parent
-        if isinstance(data, dict):
-            data.setdefault("name", path.stem)
-    else:
-        data = spec
+        return spec.to_dict(), spec.source_dir
+    if isinstance(spec, dict):
+        return dict(spec), None
+    if not isinstance(spec, (str, Path)):
+        raise SweepError("A sweep spec must be a mapping with keys such as base, axes, zip, cells.")
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise SweepError(f"Sweep spec not found: {path}. Fix: pass a YAML file or a dict.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SweepError(f"Cannot parse the sweep spec {path}: {exc}") from None
     if not isinstance(data, dict):
         raise SweepError("A sweep spec must be a mapping with keys such as base, axes, zip, cells.")
-    problems: list[str] = []
+    data.setdefault("name", path.stem)
+    return data, path.parent
+
+
+def _check_structure(data: dict, problems: list[str]) -> dict:
+    """Check the keys, base, axes, zip and cells; return them parsed (ranges expanded)."""
     unknown = sorted(map(str, set(data) - set(SPEC_KEYS)))
     if unknown:
         problems.append(f"unknown spec key(s) {unknown}; known: {', '.join(SPEC_KEYS)}")
@@ -109,13 +135,15 @@ def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
         problems.append("cells must be a list of parameter mappings")
         cells = []
     for c in cells:
-        for name in sorted(map(str, set(c) - known_names)):
-            problems.append(f"cells: unknown parameter {name!r}")
-    for name in sorted(map(str, set(base) - set(Params.names()))):
-        problems.append(f"base: unknown parameter {name!r}")
-    name = data.get("name", "sweep")
+        problems += [f"cells: unknown parameter {name!r}" for name in sorted(map(str, set(c) - known_names))]
+    problems += [f"base: unknown parameter {name!r}" for name in sorted(map(str, set(base) - set(Params.names())))]
+    return {"base": base, "axes": axes, "zip": zipped, "cells": cells}
+
+
+def _check_settings(data: dict, problems: list[str]) -> None:
+    """Check the name, batch, metrics, tolerance, preset and paths."""
     try:
-        safe_name(str(name), "sweep name")
+        safe_name(str(data.get("name", "sweep")), "sweep name")
     except ParameterError as exc:
         problems.append(str(exc))
     batch = data.get("batch", 4)
@@ -133,15 +161,6 @@ def load_spec(spec: str | Path | dict | SweepSpec) -> SweepSpec:
     for key in ("sketch", "styles", "library"):
         if data.get(key) is not None and (not isinstance(data[key], str) or "\x00" in data[key]):
             problems.append(f"{key} must be a path (a string), got {data[key]!r}")
-    size = math.prod(len(v) for v in axes.values()) * (len(next(iter(zipped.values()))) if zipped else 1) * \
-        max(len(cells), 1)
-    if size > MAX_CELLS:
-        problems.append(f"the spec expands to {size} cells, more than {MAX_CELLS}; split it into several sweeps")
-    if problems:
-        raise SweepError("Invalid sweep spec:\n  - " + "\n  - ".join(problems))
-    return SweepSpec(name=str(name), base=base, axes=axes, zip=zipped, cells=cells, preset=preset,
-                     sketch=data.get("sketch"), styles=data.get("styles"), library=data.get("library"),
-                     batch=batch, metrics=metrics, edge_tolerance=tolerance, source_dir=source_dir)
 
 
 def _whole(value: Any, lo: int, hi: int) -> bool:
@@ -201,15 +220,15 @@ def cell_params(spec: SweepSpec, overrides: dict) -> Params:
     return Params.from_dict(merged)
 
 
-def validate(spec: SweepSpec) -> list[Params]:
+def validate(spec: SweepSpec) -> list[ResolvedParams]:
     """Resolve every cell; raise one ParameterError naming every bad value and the axis values behind it."""
     failures: dict[str, list[dict]] = {}
-    resolved: list[Params] = []
+    resolved: list[ResolvedParams] = []
     for overrides in spec.expand():
         try:
             resolved.append(cell_params(spec, overrides).resolved())
         except ParameterError as exc:
-            for line in _lines(exc):
+            for line in exc.problems:
                 failures.setdefault(line, []).append(overrides)
     problems = []
     for line, cells in failures.items():
@@ -227,7 +246,7 @@ def validate(spec: SweepSpec) -> list[Params]:
     return resolved
 
 
-def _duplicates(overrides: list[dict], resolved: list[Params]) -> list[str]:
+def _duplicates(overrides: list[dict], resolved: list[ResolvedParams]) -> list[str]:
     """Cells that resolve to the same parameters would be one image counted twice: name them."""
     first: dict[str, int] = {}
     out = []
@@ -247,24 +266,6 @@ def _show(overrides: dict) -> str:
 
 def _same(a: Any, b: Any) -> bool:
     return canonical(a) == canonical(b)
-
-
-def canonical(value: Any) -> str:
-    """One JSON text per value (keys sorted), so equal parameters compare, group and hash alike."""
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _lines(exc: ParameterError) -> list[str]:
-    text = str(exc)
-    if text.startswith("Invalid parameters:"):
-        return [ln.strip()[2:] for ln in text.splitlines()[1:] if ln.strip().startswith("- ")]
-    return [text]
-
-
-def cell_id(p: Params, context: dict) -> str:
-    """Content hash of a cell's resolved parameters and what they act on (preset, sketch)."""
-    blob = canonical({"params": p.to_dict(), **context})
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def grid_dims(spec: dict) -> list[list[str]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import LibraryError
+from ..errors import LibraryError
 
 try:
     import fcntl

@@ -4,68 +4,40 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 
 import torch
 from PIL import Image
 
-from .errors import GenerationCancelled, ParameterError, SdragError, WeightsUnavailableError
-from .hub import Part, Plan, load, quiet_loading
-from .params import SD15_LAYOUT, Params, layer_scales
-from .presets import ModelSpec, checked_tokenizer
+from ..errors import GenerationCancelled, ParameterError, SdragError, WeightsUnavailableError
+from ..models.loading import checked_tokenizer, load
+from ..models.plan import Part, Plan
+from ..models.presets import ModelSpec
+from ..models.quiet import quiet_loading
+from ..models.sd15 import ATTENTION_LAYERS, ATTENTION_LAYOUT, SCHEDULERS
+from .ipscale import layer_scales
+from .memory import MemoryOptions
+from .params import ResolvedParams
 
 Progress = Callable[[int, int], "bool | None"]
-
-_SCHEDULERS = {
-    "unipc": "UniPCMultistepScheduler",
-    "ddim": "DDIMScheduler",
-    "pndm": "PNDMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "dpm++2m": "DPMSolverMultistepScheduler",
-}
-
-
-@dataclass(frozen=True)
-class MemoryOptions:
-    """Memory savers; each keeps IP-Adapter active (checked after they are applied)."""
-
-    attention_slicing: bool = False
-    vae_tiling: bool = False
-    cpu_offload: bool = False
-
-    @classmethod
-    def from_any(cls, value: MemoryOptions | dict | None) -> MemoryOptions:
-        """Accept an instance, a dict of flags, or None (all off)."""
-        if value is None or isinstance(value, cls):
-            return value or cls()
-        if not isinstance(value, dict):
-            raise ParameterError(f"memory must be a dict of flags, got {value!r}.")
-        unknown = sorted(set(value) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ParameterError(f"Unknown memory option(s) {unknown}. Known: {sorted(cls.__dataclass_fields__)}.")
-        return cls(**{k: bool(v) for k, v in value.items()})
 
 
 class Generator:
     """StableDiffusionControlNetPipeline with IP-Adapter; stages are separate so callers can cache them."""
 
-    def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype, plan: Plan,
-                 memory: MemoryOptions | dict | None = None):
-        """Load every component of `plan` onto `device` in `dtype` (IP-Adapter last, as diffusers requires)."""
-        self.spec = spec
+    def __init__(self, sources: ModelSpec, device: torch.device, dtype: torch.dtype, plan: Plan,
+                 memory: MemoryOptions):
+        """Load every component of `plan` onto `device` in `dtype` (IP-Adapter last, as diffusers requires),
+        with the memory savers `memory` switches on (the caller owns that choice: see `apply_memory`)."""
+        self.sources = sources
         self.device = device
         self.dtype = dtype
-        self.memory = MemoryOptions.from_any(memory)
-        if self.memory.cpu_offload and device.type != "cuda":
-            raise ParameterError("memory cpu_offload needs a CUDA device; on CPU everything is in RAM already.")
+        memory.check(device)  # before minutes of loading
         with quiet_loading():
-            self.pipe = self._load(plan)
-        self._apply_memory(self.memory)
+            self.pipe = self._load(plan, offload=memory.cpu_offload)
+        self.apply_memory(memory)
         self._scheduler_config = dict(self.pipe.scheduler.config)
-        self._check_ip_active()
 
-    def _load(self, plan: Plan):
+    def _load(self, plan: Plan, offload: bool):
         from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
         dtype = self.dtype
@@ -83,7 +55,7 @@ class Generator:
         checked_tokenizer(pipe.tokenizer, plan["base"].where)
         _check_layout(pipe.unet)
         pipe.set_progress_bar_config(disable=True)
-        if not self.memory.cpu_offload:
+        if not offload:
             pipe.to(self.device)
         # The image encoder is created in the pipeline's dtype and device: load it after moving.
         load(plan["ip_adapter"], lambda part: self._load_ip_adapter(pipe, part))
@@ -96,25 +68,18 @@ class Generator:
         # Loaded here rather than by load_ip_adapter, which would pass neither the revision nor use_safetensors
         # (and so fall back to a pickled pytorch_model.bin silently).
         encoder = CLIPVisionModelWithProjection.from_pretrained(
-            part.source, subfolder=self.spec.image_encoder_subfolder, dtype=self.dtype, **part.kwargs())
+            part.source, subfolder=self.sources.image_encoder_subfolder, dtype=self.dtype, **part.kwargs())
         pipe.register_modules(image_encoder=encoder.to(pipe.device))
-        pipe.load_ip_adapter(part.source, subfolder=self.spec.ip_adapter_subfolder,
-                             weight_name=self.spec.ip_adapter_weight, image_encoder_folder=None, **part.hub_kwargs())
+        pipe.load_ip_adapter(part.source, subfolder=self.sources.ip_adapter_subfolder,
+                             weight_name=self.sources.ip_adapter_weight, image_encoder_folder=None, **part.hub_kwargs())
 
     # -- set-up checks ----------------------------------------------------------------------------------
 
-    def use_memory(self, memory: MemoryOptions) -> MemoryOptions:
-        """Switch on more memory savers in the loaded pipeline (never off); return the ones newly applied."""
-        new = MemoryOptions(**{k: v and not getattr(self.memory, k) for k, v in asdict(memory).items()})
-        if any(asdict(new).values()):
-            self._apply_memory(new)
-            self.memory = MemoryOptions(**{k: v or getattr(self.memory, k) for k, v in asdict(memory).items()})
-            self._check_ip_active()
-        return new
-
-    def _apply_memory(self, memory: MemoryOptions) -> None:
+    def apply_memory(self, memory: MemoryOptions) -> None:
+        """Switch on the savers in `memory` in the loaded pipeline (savers only ever switch on)."""
         from diffusers.models.attention_processor import Attention
 
+        memory.check(self.device)
         if memory.attention_slicing:
             # Only self-attention is sliced: it holds the big (HW x HW) maps, and slicing cross-attention
             # would replace the IP-Adapter processors and silently switch IP-Adapter off.
@@ -126,14 +91,15 @@ class Generator:
             self.pipe.vae.enable_tiling()
         if memory.cpu_offload:
             self.pipe.enable_model_cpu_offload(device=self.device)
+        self._check_ip_active()
 
     def _check_ip_active(self) -> None:
         procs = self.ip_processors()
-        expected = sum(SD15_LAYOUT["down"].values()) + SD15_LAYOUT["mid"] + sum(SD15_LAYOUT["up"].values())
-        if len(procs) != expected:
+        if len(procs) != ATTENTION_LAYERS:
             raise SdragError(
-                f"IP-Adapter is active on {len(procs)} of {expected} cross-attention layers after set-up; a memory"
-                " option replaced its processors. Fix: turn that memory option off and report the diffusers version."
+                f"IP-Adapter is active on {len(procs)} of {ATTENTION_LAYERS} cross-attention layers after set-up; a"
+                " memory option replaced its processors. Fix: turn that memory option off and report the diffusers"
+                " version."
             )
 
     def ip_processors(self) -> dict[str, object]:
@@ -151,7 +117,7 @@ class Generator:
         return pos, neg
 
     @torch.inference_mode()
-    def style_embeds(self, images: Sequence[Image.Image], weights: Sequence[float] | None = None) -> torch.Tensor:
+    def image_embeds(self, images: Sequence[Image.Image], weights: Sequence[float] | None = None) -> torch.Tensor:
         """Return IP-Adapter image embeddings [negative, positive] for one reference or a weighted blend.
 
         Several references are blended on the embeddings (weights normalised to sum 1); diffusers itself
@@ -184,31 +150,34 @@ class Generator:
     def generate(
         self,
         control: Image.Image,
-        params: Params,
-        style: torch.Tensor | None = None,
+        params: ResolvedParams,
+        ip_embeds: torch.Tensor | None = None,
         prompt_embeds: tuple[torch.Tensor, torch.Tensor] | None = None,
         progress: Progress | None = None,
     ) -> list[Image.Image]:
-        """Generate one image per seed from a sized control image, resolved params and style embeddings.
+        """Generate one image per seed from a sized control image, resolved params and IP-Adapter embeddings.
 
-        `style` is the output of `style_embeds`; None runs without a reference (IP-Adapter scale forced
+        `ip_embeds` is the output of `image_embeds`; None runs without a reference (IP-Adapter scale forced
         to 0). `progress(step, total)` is called after every step; returning False stops the run.
         """
         import diffusers
 
+        if not isinstance(params, ResolvedParams):
+            raise ParameterError(f"generate takes resolved parameters, got {type(params).__name__}. Fix: pass"
+                                 " params.resolved(), which also checks them.")
         p = params
         w, h = p.width_height
         if control.size != (w, h):
             raise ParameterError(f"control image is {control.size}, expected {(w, h)}; fit it first.")
-        scheduler_cls = getattr(diffusers, _SCHEDULERS[p.scheduler])
+        scheduler_cls = getattr(diffusers, SCHEDULERS[p.scheduler])
         self.pipe.scheduler = scheduler_cls.from_config(self._scheduler_config)
         # Scale is pipeline state: set it on every call so nothing leaks from the previous one.
-        self.set_ip_scale(p.ip_adapter_scale if style is not None else 0.0)
+        self.set_ip_scale(p.ip_adapter_scale if ip_embeds is not None else 0.0)
         pos, neg = prompt_embeds if prompt_embeds is not None else self.encode_prompt(p.prompt, p.negative_prompt)
         cfg = p.guidance > 1.0
-        if style is None:
-            style = self.style_embeds([Image.new("RGB", (w, h), "white")])
-        ip = style if cfg else style.chunk(2)[1]
+        if ip_embeds is None:
+            ip_embeds = self.image_embeds([Image.new("RGB", (w, h), "white")])
+        ip = ip_embeds if cfg else ip_embeds.chunk(2)[1]
         # CPU generators make the same seed give the same latents on any device.
         generators = [torch.Generator("cpu").manual_seed(s) for s in p.seeds]
         stopped = []
@@ -242,8 +211,8 @@ class Generator:
         import diffusers
         import transformers
 
-        return {"models": self.spec.to_dict(), "device": str(self.device), "dtype": str(self.dtype).split(".")[-1],
-                "memory": asdict(self.memory), "torch": torch.__version__, "diffusers": diffusers.__version__,
+        return {"models": self.sources.to_dict(), "device": str(self.device), "dtype": str(self.dtype).split(".")[-1],
+                "torch": torch.__version__, "diffusers": diffusers.__version__,
                 "transformers": transformers.__version__}
 
 
@@ -281,7 +250,7 @@ def _check_layout(unet) -> None:
         "mid": len(getattr(unet.mid_block, "attentions", [])),
         "up": {i: len(b.attentions) for i, b in enumerate(unet.up_blocks) if hasattr(b, "attentions")},
     }
-    if layout != SD15_LAYOUT:
+    if layout != ATTENTION_LAYOUT:
         raise WeightsUnavailableError(
-            f"The UNet's attention layout {layout} is not SD1.5's {SD15_LAYOUT}. Fix: use SD1.5-family weights."
+            f"The UNet's attention layout {layout} is not SD1.5's {ATTENTION_LAYOUT}. Fix: use SD1.5-family weights."
         )

@@ -1,0 +1,220 @@
+"""One library entry: the `Style` a caller gets back, and the metadata stored for it in ChromaDB.
+
+Shared by a folder ingest (`ingest.py`) and the single-file add and reads of `library.py`: reading an image file
+within limits, the metadata dict chroma stores (one boolean key per tag, so tags are filterable), the checks that
+keep text chroma cannot store out, and bounded, printable text for messages.
+"""
+
+from __future__ import annotations
+
+import os
+import reprlib
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..errors import InputError, LibraryError, StyleNotFoundError
+from ..images import load_image
+
+__all__ = [
+    "IMAGE_SUFFIXES", "MAX_ASPECT", "MAX_FILE_BYTES", "Style", "as_style", "defaults", "existing_path", "image_files",
+    "key_list", "metadata", "read_limited", "replacing", "short", "short_path", "shown", "tag_filter", "tag_list",
+    "text_problem", "usable",
+]
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+MAX_FILE_BYTES = 256 * 2**20
+# CLIP resizes the short side and centre-crops a square: beyond this the crop is a sliver, and a 1 x 80M-pixel
+# strip (small as a PNG) would be resized to gigapixels.
+MAX_ASPECT = 50.0
+_TAG = "tag:"
+
+
+@dataclass
+class Style:
+    """One library entry; `score` (cosine similarity) is set on search hits."""
+
+    id: str
+    name: str
+    path: str
+    caption: str = ""
+    tags: list[str] = field(default_factory=list)
+    licence: str = ""
+    source: str = ""
+    sha256: str = ""
+    score: float | None = None
+
+    def image(self) -> Image.Image:
+        """Load the reference image."""
+        try:
+            return load_image(self.path)
+        except InputError as exc:
+            raise LibraryError(
+                f"Style {self.name!r} [{self.id}] cannot be read from {self.path} ({exc}). Fix: re-ingest its"
+                " folder from where it lives now, or remove the style."
+            ) from None
+
+    def to_dict(self) -> dict:
+        """Return a JSON-serialisable dict."""
+        return asdict(self)
+
+
+def as_style(sid: str, meta: dict | None, score: float | None = None) -> Style:
+    """The Style of a stored entry: its id and its chroma metadata (and a search hit's score)."""
+    meta = meta or {}
+    tags = [t for t in str(meta.get("tags", "")).split(",") if t]
+    return Style(id=sid, name=meta.get("name", sid), path=meta.get("path", ""), caption=meta.get("caption", ""),
+                 tags=tags, licence=meta.get("licence", ""), source=meta.get("source", ""),
+                 sha256=meta.get("sha256", ""), score=score)
+
+
+# -- files ----------------------------------------------------------------------------------------------
+
+
+def existing_path(path: Any, folder: bool) -> Path | None:
+    """`path` resolved if it names an existing folder (or file); None for anything unusable, NUL bytes included."""
+    try:
+        resolved = Path(path).expanduser().resolve()
+        return resolved if (resolved.is_dir() if folder else resolved.is_file()) else None
+    except (OSError, ValueError, TypeError, RuntimeError):
+        return None
+
+
+def image_files(folder: Path) -> Iterator[tuple[Path, Path]]:
+    """Each image file under `folder` (none under a hidden name) and what it resolves to, in name order."""
+    for file in sorted(folder.rglob("*")):
+        rel = file.relative_to(folder)
+        if file.suffix.lower() not in IMAGE_SUFFIXES or any(part.startswith(".") for part in rel.parts):
+            continue
+        try:
+            if not file.is_file():
+                continue
+            target = file.resolve()
+        except (OSError, RuntimeError):
+            continue
+        yield file, target
+
+
+def read_limited(file: Path) -> bytes:
+    """The bytes of `file`; InputError if it holds more than MAX_FILE_BYTES."""
+    with open(file, "rb") as fh:
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise InputError(f"{shown(file.name)} is larger than {MAX_FILE_BYTES >> 20} MB. Fix: downscale or"
+                         " re-compress it.")
+    return data
+
+
+def usable(image: Image.Image, label: str) -> Image.Image:
+    """`image` if CLIP can see it as a style; InputError for a strip longer than MAX_ASPECT:1."""
+    aspect = max(image.width, image.height) / max(1, min(image.width, image.height))
+    if aspect > MAX_ASPECT:
+        raise InputError(
+            f"{shown(label)} is {image.width}x{image.height} pixels; CLIP sees only a centred square, so a strip"
+            f" longer than {MAX_ASPECT:g}:1 cannot be a style. Fix: crop it to the part that shows the style."
+        )
+    return image
+
+
+# -- metadata -------------------------------------------------------------------------------------------
+
+
+def defaults(file: Path) -> dict:
+    """The metadata of an image nobody described: its name from the file name, licence unknown."""
+    return {"name": file.stem.replace("_", " ").replace("-", " "), "caption": "", "tags": [],
+            "licence": "unknown", "source": ""}
+
+
+def tag_list(value: Any) -> list[str]:
+    """Normalise tags given as a list, a comma-separated string or a scalar: lower-case, unique, sorted."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
+    return sorted({t.strip().lower() for v in items for t in str(v).split(",")} - {""})
+
+
+def metadata(info: dict, file: Path, sha: str, image: Image.Image) -> dict:
+    """What chroma stores for `file`: `info` (name, caption, licence, source, tags), path, hash and size."""
+    meta = {"name": info["name"], "caption": info["caption"], "licence": info["licence"],
+            "source": info["source"], "tags": ",".join(info["tags"]), "path": str(file), "sha256": sha,
+            "width": image.width, "height": image.height}
+    # Chroma metadata holds scalars only: one boolean key per tag makes tags filterable.
+    meta.update({_TAG + t: True for t in info["tags"]})
+    return meta
+
+
+def replacing(old: dict | None, new: dict) -> dict:
+    """`new` as an update of `old`: chroma merges metadata on update and upsert, so dropped keys (a removed
+    tag) must be deleted explicitly, with None."""
+    return {**{key: None for key in (old or {}) if key not in new}, **new}
+
+
+def text_problem(meta: dict) -> str:
+    """Why chroma would refuse this metadata (text it cannot store as UTF-8), or ''."""
+    # The path first: a bad file name also spoils the name derived from it.
+    for key, value in sorted(meta.items(), key=lambda kv: kv[0] != "path"):
+        for text in (key, value):
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    if key == "path":
+                        return "its file name is not valid UTF-8. Fix: rename the file"
+                    field_name = "a tag" if key.startswith(_TAG) else f"its {key}"
+                    return f"{field_name} is not valid text (a lone surrogate). Fix: correct the manifest"
+    return ""
+
+
+def tag_filter(tags: Sequence[str] | str | None) -> dict | None:
+    """The chroma `where` clause for entries holding all `tags`; None for no tags."""
+    wanted = tag_list(tags)
+    if not wanted:
+        return None
+    if text_problem({_TAG + t: True for t in wanted}):
+        raise LibraryError(f"The tags {short(tags)} are not valid text. Fix: pass plain tag names.")
+    clauses = [{_TAG + t: True} for t in wanted]
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def key_list(ids: Any) -> list:
+    """Style ids (or names) given as one string or an iterable, as a list."""
+    if isinstance(ids, str):
+        return [ids]
+    try:
+        return list(ids)
+    except TypeError:
+        raise StyleNotFoundError(
+            f"Style ids must be a string or a list of strings, got {short(ids)}. Fix: pick ids from"
+            " wb.library.table()."
+        ) from None
+
+
+# -- text for messages ----------------------------------------------------------------------------------
+
+
+def shown(value: Any) -> str:
+    """`value` as printable text: undecodable file-name bytes become U+FFFD instead of breaking print()."""
+    text = str(value)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name produced
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxtuple = 3, 4, 4, 4
+
+
+def short(value: Any) -> str:
+    """A bounded repr for messages: a hostile value (huge, deeply nested, aliased) cannot flood them."""
+    text = shown(_REPR.repr(value))
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def short_path(value: Any) -> str:
+    """`short` of a path given as text or a path-like object."""
+    return short(os.fspath(value) if isinstance(value, os.PathLike) else value)

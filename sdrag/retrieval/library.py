@@ -1,0 +1,260 @@
+"""The style library: reference images, CLIP-embedded, in a persistent ChromaDB collection (cosine space).
+
+Where the collection lives (a folder shared under a file lock, or a `chroma run` server) is `store.py`'s concern;
+a folder ingest is `ingest.py`'s, and the entries and their metadata are `entries.py`'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import InputError, LibraryError, StyleNotFoundError
+from ..images import load_image
+from .entries import (
+    Style,
+    as_style,
+    defaults,
+    existing_path,
+    key_list,
+    metadata,
+    read_limited,
+    replacing,
+    short,
+    short_path,
+    shown,
+    tag_filter,
+    tag_list,
+    text_problem,
+    usable,
+)
+from .ingest import IngestReport, LibraryAccess, ingest_folder
+from .store import LOCK_TIMEOUT_S, server_url, store_for
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["IngestReport", "Style", "StyleLibrary"]
+
+
+class StyleLibrary:
+    """Style reference images in a persistent ChromaDB collection, searchable by text or image."""
+
+    def __init__(self, path: str | Path, embedder: Callable[[], Any], embedder_name: str,
+                 lock_timeout: float = LOCK_TIMEOUT_S):
+        """Open (or create) the library: a folder, or a chroma server URL such as "http://127.0.0.1:8000".
+
+        `embedder` is called lazily to get a ClipEmbedder. Operations wait up to `lock_timeout` seconds for
+        another process using the same folder, then raise LibraryError.
+        """
+        self._embedder_factory = embedder
+        self.embedder_name = embedder_name
+        self.lock_timeout = float(lock_timeout)
+        url = server_url(path)
+        self.path: Path | str
+        if url:
+            self.path = location = url
+        else:
+            try:
+                self.path = Path(path).expanduser().resolve()
+                self.path.mkdir(parents=True, exist_ok=True)
+            except (OSError, ValueError, TypeError, RuntimeError) as exc:
+                raise LibraryError(
+                    f"Cannot use {short_path(path)} as a style library folder ({exc}). Fix: pass a writable folder"
+                    " path (or a chroma server URL such as 'http://127.0.0.1:8000')."
+                ) from None
+            location = str(self.path)
+        self._store = store_for(location, url, embedder_name)
+        with self._session("open") as col:
+            built_with = (col.metadata or {}).get("embedder")
+        if built_with != embedder_name:
+            raise LibraryError(
+                f"The library at {self.path} was built with embedder {built_with!r}, but this workbench uses"
+                f" {embedder_name!r}; their vectors are not comparable. Fix: pass another library_dir, or"
+                " open it with the preset that built it."
+            )
+
+    @property
+    def embedder(self):
+        """The CLIP embedder (loaded on first use)."""
+        return self._embedder_factory()
+
+    def __len__(self) -> int:
+        with self._session("count") as col:
+            return col.count()
+
+    def _session(self, op: str, write: bool = False):
+        """Hold the library for one operation (see Store.session); yields the collection."""
+        return self._store.session(op, write, self.lock_timeout)
+
+    # -- ingest -----------------------------------------------------------------------------------------
+
+    def ingest(self, folder: str | Path, batch_size: int = 32, progress: bool = True) -> IngestReport:
+        """Add a folder of images (with an optional manifest.yaml) idempotently.
+
+        Ids are content hashes, so re-ingesting adds nothing; a changed file replaces its old entry; an
+        edited manifest updates metadata. A file that cannot be used is skipped with its reason. Embedding
+        runs outside the library lock; each batch is written under it, so other processes can read and write
+        in between, and a killed ingest keeps every batch it finished.
+        """
+        access = LibraryAccess(self._session, lambda datas: self.embedder.embed_images(datas), self._write)
+        return ingest_folder(access, folder, batch_size, progress)
+
+    def add(self, path: str | Path, name: str | None = None, caption: str = "", tags: Sequence[str] | str = (),
+            licence: str = "unknown", source: str = "") -> Style:
+        """Add (or update) one image file with its metadata; returns the stored Style."""
+        file = existing_path(path, folder=False)
+        if file is None:
+            raise InputError(f"Image file not found: {short_path(path)}. Fix: check the path (it must be a file).")
+        try:
+            data = read_limited(file)
+        except OSError as exc:
+            raise InputError(f"Cannot read {shown(file)} ({shown(exc)}). Fix: check its permissions.") from None
+        image = usable(load_image(data), file.name)
+        sha = hashlib.sha256(data).hexdigest()
+        info = {**defaults(file), "caption": str(caption), "licence": str(licence), "source": str(source),
+                "tags": tag_list(tags)}
+        if name is not None and str(name).strip():
+            info["name"] = str(name)
+        meta = metadata(info, file, sha, image)
+        problem = text_problem(meta)
+        if problem:
+            raise InputError(f"Cannot add {shown(file)}: {problem}.")
+        vector = self.embedder.embed_images([image])
+        with self._session("add", write=True) as col:
+            self._write(col, [sha[:16]], vector, [meta])
+            # As ingest does: the entry of this file's earlier bytes goes once the new one is stored.
+            same_file = col.get(where={"path": meta["path"]}, include=[])["ids"]
+            old = [sid for sid in same_file if sid != sha[:16]]
+            if old:
+                col.delete(ids=old)
+        return as_style(sha[:16], meta)
+
+    def _write(self, col: Any, ids: list[str], vectors: np.ndarray, metas: list[dict],
+               stored: dict[str, dict] | None = None) -> None:
+        if stored is None:
+            have = col.get(ids=ids, include=["metadatas"])
+            stored = dict(zip(have["ids"], have["metadatas"]))
+        metas = [replacing(stored[sid], meta) if sid in stored else meta for sid, meta in zip(ids, metas)]
+        step = max(1, self._store.client.get_max_batch_size())
+        for i in range(0, len(ids), step):
+            col.upsert(ids=ids[i:i + step], embeddings=vectors[i:i + step].tolist(), metadatas=metas[i:i + step])
+
+    # -- read -------------------------------------------------------------------------------------------
+
+    def search(self, query: Any, k: int = 3, tags: Sequence[str] | str | None = None) -> list[Style]:
+        """Return the top-k styles for a text (str) or an image (PIL image, array, bytes or pathlib.Path)."""
+        if isinstance(query, str):
+            if not query.strip():
+                raise LibraryError("Empty search text. Fix: describe the style you want, e.g. 'neon city'.")
+            vector = self.embedder.embed_text([query])[0]
+        else:
+            image = usable(load_image(query), "the query image")
+            vector = self.embedder.embed_images([image])[0]
+        return self.search_vector(vector, k=k, tags=tags)
+
+    def search_vector(self, vector: np.ndarray, k: int = 3, tags: Sequence[str] | str | None = None) -> list[Style]:
+        """Return the top-k styles nearest to an embedding."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise LibraryError(f"k must be a whole number of at least 1, got {k!r}.")
+        try:
+            vec = np.asarray(vector, dtype=np.float32)
+        except (TypeError, ValueError):
+            vec = np.zeros(0, np.float32)
+        if vec.ndim != 1 or vec.size == 0 or not np.isfinite(vec).all():
+            raise LibraryError(
+                f"A query vector must be one row of finite numbers, got {short(vector)}. Fix: pass one row of"
+                " wb.embedder.embed_text([...]) or embed_images([...])."
+            )
+        where = tag_filter(tags)
+        with self._session("search") as col:
+            n = min(k, col.count())
+            if n == 0:
+                raise LibraryError(
+                    f"The style library at {self.path} is empty. Fix: wb.library.ingest('styles/') first."
+                )
+            try:
+                res = col.query(query_embeddings=[vec.tolist()], n_results=n, where=where,
+                                include=["metadatas", "distances"])
+            except Exception as exc:
+                if "dimension" not in str(exc):
+                    raise
+                raise LibraryError(
+                    f"The query vector does not fit the library at {self.path} ({exc}). Fix: embed the query with"
+                    " the embedder that built the library (wb.embedder)."
+                ) from None
+        hits = [as_style(sid, meta, score=1.0 - float(dist))
+                for sid, meta, dist in zip(res["ids"][0], res["metadatas"][0], res["distances"][0])]
+        if not hits and where:
+            raise LibraryError(f"No style has all tags {tag_list(tags)}. Fix: check wb.library.table().")
+        return hits
+
+    def get(self, key: str) -> Style:
+        """Return a style by id or by (unique) name."""
+        with self._session("get") as col:
+            return self._resolve(col, key)
+
+    def _resolve(self, col: Any, key: Any) -> Style:
+        if not isinstance(key, str) or not key or text_problem({"key": key}):
+            raise StyleNotFoundError(
+                f"A style id or name must be non-empty text, got {short(key)}. Fix: pick one from"
+                " wb.library.table()."
+            )
+        res = col.get(ids=[key], include=["metadatas"])
+        if res["ids"]:
+            return as_style(res["ids"][0], res["metadatas"][0])
+        res = col.get(where={"name": key}, include=["metadatas"])
+        if len(res["ids"]) == 1:
+            return as_style(res["ids"][0], res["metadatas"][0])
+        if res["ids"]:
+            raise StyleNotFoundError(
+                f"Style name {short(key)} is ambiguous (ids {sorted(res['ids'])}). Fix: use one of the ids."
+            )
+        raise StyleNotFoundError(
+            f"No style with id or name {short(key)} in {self.path}. Fix: pick one from wb.library.table()."
+        )
+
+    def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """Return the stored embeddings of `ids`, in order."""
+        keys = key_list(ids)
+        if not keys:
+            return np.zeros((0, 0), dtype=np.float32)
+        with self._session("vectors") as col:
+            res = col.get(ids=list(dict.fromkeys(keys)), include=["embeddings"])
+        found = dict(zip(res["ids"], res["embeddings"]))
+        missing = [i for i in keys if i not in found]
+        if missing:
+            raise StyleNotFoundError(f"No style with id(s) {missing}. Fix: pick ids from wb.library.table().")
+        return np.asarray([found[i] for i in keys], dtype=np.float32)
+
+    def list(self, tags: Sequence[str] | str | None = None) -> list[Style]:
+        """Return every style (optionally only those with all `tags`), sorted by name."""
+        with self._session("list") as col:
+            res = col.get(where=tag_filter(tags), include=["metadatas"])
+        styles = [as_style(sid, meta) for sid, meta in zip(res["ids"], res["metadatas"])]
+        return sorted(styles, key=lambda s: (s.name.lower(), s.id))
+
+    def table(self, tags: Sequence[str] | str | None = None) -> pd.DataFrame:
+        """Return the styles as a DataFrame (one row per style)."""
+        import pandas as pd
+
+        cols = [f for f in Style.__dataclass_fields__ if f != "score"]
+        return pd.DataFrame([{c: getattr(s, c) for c in cols} for s in self.list(tags)], columns=cols)
+
+    def snapshot(self) -> list[dict]:
+        """Return [{id, sha256}] for every style: what a manifest records to pin the library state."""
+        return [{"id": s.id, "sha256": s.sha256} for s in sorted(self.list(), key=lambda s: s.id)]
+
+    def remove(self, ids: str | Sequence[str]) -> int:
+        """Remove styles by id or name; returns how many were removed. Unknown keys raise first."""
+        keys = key_list(ids)
+        if not keys:
+            return 0
+        with self._session("remove", write=True) as col:
+            resolved = sorted({self._resolve(col, k).id for k in keys})
+            col.delete(ids=resolved)
+        return len(resolved)
