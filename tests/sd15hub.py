@@ -15,7 +15,7 @@ import torch
 from localhub import Repo
 from safetensors.torch import load_file
 
-from sdrag.presets import CLIP_REVISION, CONTROLNETS, SD15_REPOS
+from sdrag.models.sd15 import CLIP_REVISION, CONTROLNETS, SD15_REPOS
 
 # The main commits of the real repos (sdrag/assets/hub/SOURCES.md).
 COMMITS = {

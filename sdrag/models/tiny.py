@@ -25,7 +25,7 @@ from .tokenizer import write_tokenizer_files
 # Bump when the layout, a config or a seed below changes, so stale caches are rebuilt, not reused.
 TINY_VERSION = "2"
 SEED = 20241124
-METADATA = Path(__file__).resolve().parent / "assets" / "hub"
+METADATA = Path(__file__).resolve().parents[1] / "assets" / "hub"
 
 _SMALL_TF = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
 _SMALL_UNET = {"block_out_channels": [32, 32, 64, 64], "cross_attention_dim": 32}

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["MANIFEST_NAMES", "MAX_MANIFEST_BYTES", "IngestItem", "IngestReport", "LibraryAccess", "Pending",
+__all__ = ["MANIFEST_NAMES", "MAX_MANIFEST_BYTES", "IngestItem", "IngestReport", "LibraryAccess", "Pending", "Plan",
            "ingest_folder"]
 
 MANIFEST_NAMES = ("manifest.yaml", "manifest.yml", "manifest.json")

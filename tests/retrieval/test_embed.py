@@ -3,9 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sdrag.embed import ClipEmbedder
-from sdrag.hub import plan
-from sdrag.presets import get_spec
+from sdrag.models.plan import plan
+from sdrag.models.presets import get_spec
+from sdrag.retrieval.embed import ClipEmbedder
 
 
 @pytest.fixture(scope="module")

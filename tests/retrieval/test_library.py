@@ -15,14 +15,30 @@ from PIL import Image
 
 import sdrag
 from sdrag import LibraryError, StyleNotFoundError
+from sdrag.models.device import pick_device, pick_dtype
+from sdrag.models.plan import plan
+from sdrag.models.presets import get_spec
+from sdrag.models.tiny import TINY_VERSION
+from sdrag.retrieval.embed import ClipEmbedder
+from sdrag.retrieval.library import StyleLibrary
+
+NAME = f"tiny-v{TINY_VERSION}"  # what a tiny Workbench calls its embedder (its libraries are opened with it)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    """The tiny preset's CLIP embedder, built as a Workbench builds it, without loading the generator."""
+    device = pick_device()
+    dtype = pick_dtype(device)
+    return ClipEmbedder(plan(get_spec("tiny"), dtype)["clip"], device, dtype)
 
 
 @pytest.fixture
-def lib(tmp_path, wb):
-    """A fresh library on a copy of the starter styles, sharing the session's embedder."""
+def lib(tmp_path, clip):
+    """A fresh library on a copy of the starter styles, sharing the module's embedder."""
     folder = tmp_path / "styles"
     shutil.copytree(STYLES, folder)
-    library = sdrag.StyleLibrary(tmp_path / "db", lambda: wb.embedder, wb.embedder_name)
+    library = StyleLibrary(tmp_path / "db", lambda: clip, NAME)
     return library, folder
 
 
@@ -130,17 +146,17 @@ def test_embedder_mismatch_is_refused(lib):
     library, folder = lib
     library.ingest(folder)
     with pytest.raises(LibraryError, match="not comparable"):
-        sdrag.StyleLibrary(library.path, lambda: None, "openai/clip-vit-base-patch32")
+        StyleLibrary(library.path, lambda: None, "openai/clip-vit-base-patch32")
 
 
-def test_empty_library_search_says_how_to_fix(tmp_path, wb):
-    empty = sdrag.StyleLibrary(tmp_path / "empty", lambda: wb.embedder, wb.embedder_name)
+def test_empty_library_search_says_how_to_fix(tmp_path, clip):
+    empty = StyleLibrary(tmp_path / "empty", lambda: clip, NAME)
     with pytest.raises(LibraryError, match="ingest"):
         empty.search("x")
 
 
-def test_add_one_image(tmp_path, wb):
-    library = sdrag.StyleLibrary(tmp_path / "db", lambda: wb.embedder, wb.embedder_name)
+def test_add_one_image(tmp_path, clip):
+    library = StyleLibrary(tmp_path / "db", lambda: clip, NAME)
     img = tmp_path / "mine.png"
     Image.fromarray(np.tile(np.arange(64, dtype=np.uint8), (64, 1))).save(img)
     style = library.add(img, name="gradient", caption="grey ramp", tags=["Mono"])
@@ -204,11 +220,11 @@ def _noise(seed: int, size: tuple[int, int] = (24, 24)) -> Image.Image:
 
 
 @pytest.fixture
-def fresh(tmp_path, wb):
+def fresh(tmp_path, clip):
     """An empty library of its own and an empty style folder."""
     folder = tmp_path / "styles"
     folder.mkdir()
-    return sdrag.StyleLibrary(tmp_path / "db", lambda: wb.embedder, wb.embedder_name), folder
+    return StyleLibrary(tmp_path / "db", lambda: clip, NAME), folder
 
 
 def test_hostile_image_files_are_read_or_skipped_with_a_fix(fresh):
@@ -385,7 +401,7 @@ def test_path_like_and_malformed_keys_are_refused_cleanly(lib, tmp_path):
     with pytest.raises(LibraryError, match="Fix:"):
         library.ingest("styles\x00")
     with pytest.raises(LibraryError, match="Fix:"):
-        sdrag.StyleLibrary("bad\x00dir", lambda: None, "x")
+        StyleLibrary("bad\x00dir", lambda: None, "x")
 
 
 def wb_dim(library) -> int:
@@ -398,7 +414,7 @@ def test_a_held_lock_times_out_with_the_fix_and_threads_share_a_library(fresh, t
     import time
 
     library, folder = fresh
-    slow = sdrag.StyleLibrary(library.path, library._embedder_factory, library.embedder_name, lock_timeout=0.3)
+    slow = StyleLibrary(library.path, library._embedder_factory, library.embedder_name, lock_timeout=0.3)
     fd = os.open(library.path / "sdrag.lock", os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as another process in the middle of a write would
     try:
@@ -430,3 +446,89 @@ def test_a_held_lock_times_out_with_the_fix_and_threads_share_a_library(fresh, t
         t.join(60)
     assert not errors and len(library) == 12
     assert len({h.id for h in library.search_vector(library.vectors([library.list()[0].id])[0], k=50)}) == 12
+
+
+# -- the ingest's steps: plan, then re-read, embed and store each batch, then drop stale entries -------------
+
+
+class Meddling:
+    """The embedder, running `meddle` once, before the first batch is embedded: as another process would while
+    an ingest runs (the plan is made, the first batch re-read, the rest not yet)."""
+
+    def __init__(self, embedder, meddle):
+        self.embedder, self.meddle = embedder, meddle
+
+    def embed_images(self, images):
+        if self.meddle is not None:
+            meddle, self.meddle = self.meddle, None
+            meddle()
+        return self.embedder.embed_images(images)
+
+
+def test_a_file_changed_or_removed_while_being_ingested_is_skipped_and_the_next_ingest_takes_it(fresh, clip):
+    library, folder = fresh
+    for name, seed in (("k1.png", 80), ("k2.png", 81)):
+        _noise(seed).save(folder / name)
+    first = library.ingest(folder, progress=False)
+    old = {Path(i.path).name: i.id for i in first.added}
+    _noise(82).save(folder / "a_first.png")  # planned: added, in the first batch
+    _noise(83).save(folder / "k1.png")  # planned: updated (replaces its entry)
+    _noise(84).save(folder / "n_gone.png")  # planned: added
+
+    def meddle():
+        _noise(85).save(folder / "k1.png")
+        (folder / "n_gone.png").unlink()
+
+    meddling = Meddling(clip, meddle)
+    for bad in (0, True, 1.5):
+        with pytest.raises(LibraryError, match="batch_size must be a whole number"):
+            library.ingest(folder, batch_size=bad)
+    report = StyleLibrary(library.path, lambda: meddling, NAME).ingest(folder, batch_size=1, progress=False)
+
+    assert [Path(i.path).name for i in report.added] == ["a_first.png"] and report.updated == []
+    reasons = {Path(i.path).name: i.reason for i in report.skipped}
+    assert reasons["k1.png"] == "changed while being ingested. Fix: run the ingest again"
+    assert reasons["n_gone.png"].startswith("unreadable: ") and reasons["k2.png"] == "unchanged"
+    assert list(report.table()["outcome"]) == ["added", "skipped", "skipped", "skipped"]  # each file once
+    planned = {Path(i.path).name: i.id for i in report.skipped}
+    stored = {s.id for s in library.list()}
+    assert planned["k1.png"] not in stored and planned["n_gone.png"] not in stored and old["k2.png"] in stored
+    again = library.ingest(folder, progress=False)
+    now = {}
+    for s in library.list():
+        now.setdefault(Path(s.path).name, []).append(s.id)
+    assert set(now) == {"a_first.png", "k1.png", "k2.png"} and all(len(ids) == 1 for ids in now.values())
+    k1 = next(i for i in again.added + again.updated if i.path == str(folder / "k1.png"))
+    assert now["k1.png"] == [k1.id] and k1.id not in (old["k1.png"], planned["k1.png"])
+
+
+def test_files_stored_meanwhile_by_another_ingest_are_reported_unchanged(fresh, clip):
+    library, folder = fresh
+    for i in range(4):
+        _noise(100 + i).save(folder / f"m{i}.png")
+    nested = []
+    meddling = Meddling(clip, lambda: nested.append(library.ingest(folder, batch_size=2, progress=False)))
+    report = StyleLibrary(library.path, lambda: meddling, NAME).ingest(folder, batch_size=2, progress=False)
+    assert len(nested[0].added) == 4 and len(library) == 4
+    assert not report.added and not report.updated and len(report.skipped) == 4
+    assert {i.reason for i in report.skipped} == {"unchanged (stored meanwhile by another process)"}
+    assert {i.id for i in report.skipped} == {s.id for s in library.list()}
+
+
+def test_retrieval_imports_stay_light_and_one_way():
+    code = textwrap.dedent("""
+        import sys
+        import sdrag.retrieval.ingest
+        assert "sdrag.retrieval.library" not in sys.modules, "ingest imports library back"
+        import sdrag.retrieval.library as library
+        from sdrag.retrieval.entries import Style
+        from sdrag.retrieval.ingest import IngestReport
+        assert library.Style is Style and library.IngestReport is IngestReport
+        import sdrag
+        assert sdrag.Style is Style and sdrag.IngestReport is IngestReport
+        heavy = {"pandas", "chromadb", "torch"} & set(sys.modules)
+        assert not heavy, heavy
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

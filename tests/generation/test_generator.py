@@ -8,9 +8,10 @@ from PIL import Image
 
 import sdrag
 from sdrag import GenerationCancelled, ParameterError
-from sdrag.generate import Generator
-from sdrag.hub import plan
-from sdrag.params import SCHEDULERS, Params
+from sdrag.generation.generator import Generator
+from sdrag.models.plan import plan
+from sdrag.generation.params import Params
+from sdrag.models.sd15 import SCHEDULERS
 
 
 def png(img: Image.Image) -> bytes:
@@ -181,7 +182,7 @@ def test_pickled_only_weights_need_the_opt_in(wb, tmp_path):
 def test_conditioning_computed_once_per_call_is_bit_exact(wb, sketch, monkeypatch):
     import contextlib
 
-    from sdrag import generate
+    from sdrag.generation import generator as generate
 
     calls = []
     inner = wb.generator.pipe.controlnet.controlnet_cond_embedding

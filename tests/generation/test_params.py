@@ -4,7 +4,8 @@ import math
 import pytest
 
 from sdrag import ParameterError, Params, SdragError
-from sdrag.params import IP_SCALE_PRESETS, layer_scales, normalize_ip_scale
+from sdrag.generation.ipscale import layer_scales, normalize_ip_scale
+from sdrag.models.sd15 import IP_SCALE_PRESETS
 
 
 def test_defaults_are_the_prototype_settings():

@@ -7,10 +7,13 @@ import pytest
 import torch
 from huggingface_hub import constants
 
-from sdrag import WeightsUnavailableError, hub
-from sdrag.hub import Part, load, plan
-from sdrag.presets import CONTROLNETS, get_spec
-from sdrag.tiny import tiny_root
+from sdrag import WeightsUnavailableError
+from sdrag.models import loading
+from sdrag.models.loading import load
+from sdrag.models.plan import Part, plan, snapshot_commit
+from sdrag.models.presets import get_spec
+from sdrag.models.sd15 import CONTROLNETS
+from sdrag.models.tiny import tiny_root
 
 COMMIT = "1" * 40
 REPO = CONTROLNETS["canny-v11"]
@@ -51,7 +54,7 @@ def test_cached_weights_load_from_disk_and_fp16_prefers_the_variant(cache):
     cache("diffusion_pytorch_model.fp16.safetensors")
     half = plan(get_spec("tiny", controlnet=REPO), torch.float16)["controlnet"]
     assert half.variant == "fp16" and half.weights == ("diffusion_pytorch_model.fp16.safetensors",)
-    assert hub.snapshot_commit(half) == COMMIT
+    assert snapshot_commit(half) == COMMIT
 
 
 def test_a_damaged_cached_file_gives_one_error_with_the_way_to_replace_it(cache):
@@ -82,10 +85,10 @@ def test_a_failed_disk_only_load_downloads_when_the_hub_answers(monkeypatch):
             raise OSError("a file the plan did not foresee is missing")
         return "loaded"
 
-    monkeypatch.setattr(hub, "hub_offline", lambda: False)
-    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
+    monkeypatch.setattr(loading, "hub_offline", lambda: False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda: True)
     assert load(_part(), call) == "loaded" and calls == [True, False]
-    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda: False)
     calls.clear()
     with pytest.raises(WeightsUnavailableError, match="Could not load the ControlNet"):
         load(_part(), call)

@@ -1,6 +1,6 @@
 from PIL import Image
 
-from sdrag import demo
+from sdrag.app import demo
 
 
 def test_demo_runs_the_chain_offline_and_saves_a_panel(tmp_path, capsys):

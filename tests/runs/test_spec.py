@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from sdrag import ParameterError
-from sdrag.spec import MAX_CELLS, SweepError, grid_dims, load_spec, validate
+from sdrag.runs.spec import MAX_CELLS, SweepError, grid_dims, load_spec, validate
 
 BASE = {"prompt": "a neon city", "steps": 2, "size": 64}
 

@@ -6,8 +6,8 @@ import json
 import pytest
 from transformers import CLIPTokenizer
 
-from sdrag import tiny
-from sdrag.presets import CONTROLNETS, SD15_REPOS
+from sdrag.models import tiny
+from sdrag.models.sd15 import CONTROLNETS, SD15_REPOS
 
 # sha256 of the published metadata files as recovered (sdrag/assets/hub/SOURCES.md): the copies must not drift.
 PUBLISHED = {

@@ -165,7 +165,7 @@ def test_kill_9_at_five_random_moments_then_resume_is_identical(tmp_path):
 
 
 def test_summary_comparison_and_cli(wb, tmp_path, capsys):
-    from sdrag.__main__ import main
+    from sdrag.app.cli import main
     from sdrag.report import compare_runs
 
     a = run_sweep(small_spec(), out_dir=tmp_path / "a", workbench=wb, progress=False, report=False)
@@ -252,12 +252,12 @@ def test_a_full_disk_stops_the_sweep_clearly_and_keeps_what_was_written(wb, tmp_
 
 
 def test_a_metric_failure_keeps_the_image_and_says_why(wb, tmp_path, monkeypatch):
-    import sdrag.metrics
+    import sdrag.runs.metrics
 
     def broken(*args, **kw):
         raise ValueError("no edges today")
 
-    monkeypatch.setattr(sdrag.metrics, "structure_fidelity", broken)
+    monkeypatch.setattr(sdrag.runs.metrics, "structure_fidelity", broken)
     run = run_sweep(small_spec(), out_dir=tmp_path / "run", workbench=wb, progress=False, report=False)
     assert (run.table["status"] == "ok").all() and run.table["edge_f1"].isna().all()
     assert run.table["error"].str.contains("metrics failed: ValueError: no edges today").all()
@@ -281,7 +281,7 @@ def test_manifest_keeps_every_invocation_and_reproduce_survives_an_extension(wb,
 def test_cli_exits_1_with_a_summary_when_every_cell_fails(tmp_path, capsys):
     from PIL import Image
 
-    from sdrag.__main__ import main
+    from sdrag.app.cli import main
 
     styles, lib = tmp_path / "styles", tmp_path / "lib"
     styles.mkdir()

@@ -10,8 +10,11 @@ import torch
 
 import sdrag
 from sdrag import ParameterError, WeightsUnavailableError
-from sdrag.hub import plan
-from sdrag.presets import CLIP_REVISION, CONTROLNETS, SD15_REPOS, checked_tokenizer, get_spec, pick_device, pick_dtype
+from sdrag.models.plan import plan
+from sdrag.models.device import pick_device, pick_dtype
+from sdrag.models.loading import checked_tokenizer
+from sdrag.models.presets import get_spec
+from sdrag.models.sd15 import CLIP_REVISION, CONTROLNETS, SD15_REPOS
 
 OFFLINE_PROBE = textwrap.dedent("""
     import time, sdrag
@@ -48,7 +51,7 @@ def test_a_hanging_hub_is_abandoned_within_the_probe_timeout(monkeypatch, tmp_pa
     import huggingface_hub.utils
     from huggingface_hub import constants
 
-    from sdrag import hub
+    from sdrag.models import hub
 
     class Hanging:
         def head(self, *args, **kwargs):
@@ -90,7 +93,7 @@ def test_local_override_missing_files_names_them(tmp_path):
 def test_degraded_tokenizer_is_refused(tmp_path):
     from transformers import CLIPTokenizer
 
-    from sdrag.tiny import tiny_root
+    from sdrag.models.tiny import tiny_root
 
     good = CLIPTokenizer.from_pretrained(tiny_root() / SD15_REPOS["base"] / "tokenizer")
     assert checked_tokenizer(good, "tiny") is good
@@ -123,7 +126,7 @@ def test_a_pickled_ip_adapter_image_encoder_is_not_loaded_silently(tmp_path):
 
     from safetensors.torch import load_file
 
-    from sdrag.tiny import tiny_root
+    from sdrag.models.tiny import tiny_root
 
     ip = tmp_path / "IP-Adapter"
     shutil.copytree(tiny_root() / SD15_REPOS["ip_adapter"], ip)
@@ -148,7 +151,7 @@ def test_sd15_pins_a_clip_revision_that_has_safetensors_and_a_new_source_drops_t
 def test_an_image_encoder_folder_with_a_slash_is_read_from_the_repo_root_as_diffusers_reads_it(tmp_path):
     import shutil
 
-    from sdrag.tiny import tiny_root
+    from sdrag.models.tiny import tiny_root
 
     ip = tmp_path / "IP-Adapter"
     shutil.copytree(tiny_root() / SD15_REPOS["ip_adapter"], ip)
@@ -170,7 +173,7 @@ def test_a_local_folder_saved_by_transformers_5_with_only_tokenizer_json_is_comp
 
     from transformers import CLIPTokenizer
 
-    from sdrag.tiny import tiny_root
+    from sdrag.models.tiny import tiny_root
 
     base = tmp_path / "sd15"
     shutil.copytree(tiny_root() / SD15_REPOS["base"], base)

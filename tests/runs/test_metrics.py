@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sdrag.metrics import aggregate, clip_metrics, cosine_rows, edge_f1, structure_fidelity
+from sdrag.runs.metrics import aggregate, clip_metrics, cosine_rows, edge_f1, structure_fidelity
 
 
 def edges(points):
@@ -43,7 +43,7 @@ def test_structure_fidelity_of_a_drawing_against_its_own_edges():
     img = np.full((64, 64, 3), 255, np.uint8)
     img[20:44, 20:44] = 0
     drawing = Image.fromarray(img)
-    from sdrag.canny import edges_of
+    from sdrag.generation.canny import edges_of
 
     control = edges_of(drawing, 50, 150)
     assert structure_fidelity(control, drawing, (50, 150)) == 1.0

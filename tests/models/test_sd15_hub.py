@@ -17,8 +17,8 @@ from localhub import LocalHub
 from sd15hub import NEVER, build_repos
 
 import sdrag
-from sdrag.presets import CLIP_REVISION, CONTROLNETS, SD15_REPOS
-from sdrag.tiny import tiny_root
+from sdrag.models.sd15 import CLIP_REVISION, CONTROLNETS, SD15_REPOS
+from sdrag.models.tiny import tiny_root
 
 PROMPT, RUN = "a watercolour house", {"size": 64, "steps": 2, "seed": 0}
 
