@@ -39,7 +39,8 @@ demo: $(STAMP)
 # pin: 0.22.1 is the oldest that installs beside huggingface_hub 1.27.
 FLOORS ?= diffusers==0.40.0 transformers==5.0.0 huggingface_hub==1.27.0 accelerate==1.2.0 tokenizers==0.22.1
 FLOOR_DIR := $(VENV)/floors
-FLOOR_TESTS := tests/test_setup.py tests/test_hub.py tests/test_presets.py tests/test_tiny.py tests/test_sd15_hub.py
+FLOOR_TESTS := tests/test_setup.py tests/models/test_plan.py tests/models/test_presets.py tests/models/test_tiny.py \
+	tests/models/test_sd15_hub.py
 
 $(FLOOR_DIR)/.installed: $(STAMP) Makefile
 	rm -rf $(FLOOR_DIR)
@@ -53,5 +54,7 @@ test: $(STAMP) $(FLOOR_DIR)/.installed
 test-floors: $(FLOOR_DIR)/.installed
 	SDRAG_FLOORS="$(FLOORS)" PYTHONPATH=$(FLOOR_DIR) $(BIN)/python -m pytest -q -p no:cacheprovider $(FLOOR_TESTS)
 
+# ruff (style, complexity) and import-linter (the layer order and no cycles: pyproject's [tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports

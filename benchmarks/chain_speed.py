@@ -27,12 +27,12 @@ import sdrag
 REPO = Path(__file__).resolve().parent.parent
 
 
-def measure(preset: str, size: int, steps: int, runs: int, device: str | None, dtype: str | None,
-            memory: dict) -> dict:
-    """Load the preset, warm up once, then time `runs` generations step by step."""
+def measure(preset: str, size: int, steps: int, runs: int, **workbench_options) -> dict:
+    """Load the preset (with Workbench options: device, dtype, memory), warm up once, then time `runs`
+    generations step by step."""
     t0 = time.perf_counter()
-    wb = sdrag.Workbench.from_preset(preset, library_dir=Path(tempfile.mkdtemp()) / "lib", device=device,
-                                     dtype=dtype, memory=memory)
+    wb = sdrag.Workbench.from_preset(preset, library_dir=Path(tempfile.mkdtemp()) / "lib", **workbench_options)
+    memory = wb.memory.to_dict()
     wb.load()
     load_s = time.perf_counter() - t0
     wb.library.ingest(REPO / "styles")
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory", default="", help="comma list: attention_slicing,vae_tiling,cpu_offload")
     args = ap.parse_args(argv)
     memory = {name: True for name in args.memory.split(",") if name}
-    record = measure(args.preset, args.size, args.steps, args.runs, args.device, args.dtype, memory)
+    record = measure(args.preset, args.size, args.steps, args.runs, device=args.device, dtype=args.dtype,
+                     memory=memory)
     print(f"{record['preset']} {record['size']}px {record['steps']} steps on {record.get('gpu', record['cpu'])} "
           f"({record['dtype']}): {record['ms_per_step_median']} ms/step median, chain {record['chain_s_median']} s")
     print(json.dumps(record))

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 import sdrag
-from sdrag.canny import edges_of
+from sdrag.generation.canny import edges_of
 from sdrag.images import fit_image, load_image
-from sdrag.sweep import load_spec, run_sweep, validate
+from sdrag.runs.spec import load_spec, validate
+from sdrag.sweeps.engine import run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 

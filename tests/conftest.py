@@ -45,6 +45,14 @@ def wb(tmp_path_factory):
     return bench.load()
 
 
+def upload(widget, data: bytes, name: str = "sketch.png") -> None:
+    """Put `data` into a FileUpload widget as a browser upload does."""
+    import datetime
+
+    widget.value = ({"name": name, "type": "image/png", "size": len(data), "content": memoryview(data),
+                     "last_modified": datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)},)
+
+
 def free_port() -> int:
     """A localhost TCP port nobody listens on now."""
     with socket.socket() as s:
@@ -60,7 +68,7 @@ def fail_generation(wb, monkeypatch, error, seed=None, times=None) -> list[dict]
 
     def generate(control, params, **kw):
         if (seed is None or seed in params.seeds) and (times is None or len(raised) < times):
-            raised.append(dict(wb.generator.info()["memory"]))
+            raised.append(wb.memory.to_dict())
             raise error()
         return original(control, params, **kw)
 

@@ -419,11 +419,7 @@ class _Handler(BaseHTTPRequestHandler):
                 dirs.add(prefix + "/".join(rel[:k]))
             if len(rel) > 1 and not recursive:
                 continue
-            blob = self.hub.blob(files[path], path)
-            entry: dict = {"type": "file", "oid": blob.git_sha1, "size": blob.size, "path": path}
-            if blob.sha256 is not None:
-                entry["lfs"] = {"oid": blob.sha256, "size": blob.size, "pointerSize": blob.pointer_size}
-            entries.append(entry)
+            entries.append(self._file_entry(files, path))
         if not recursive:
             dirs = {d for d in dirs if "/" not in d[len(prefix) :]}
         for d in sorted(dirs):
@@ -433,6 +429,13 @@ class _Handler(BaseHTTPRequestHandler):
             for entry in entries:
                 entry["lastCommit"] = {"id": sha, "title": "local commit", "date": DATE}
         return sorted(entries, key=lambda e: (e["type"] != "directory", e["path"]))
+
+    def _file_entry(self, files: dict, path: str) -> dict:
+        blob = self.hub.blob(files[path], path)
+        entry: dict = {"type": "file", "oid": blob.git_sha1, "size": blob.size, "path": path}
+        if blob.sha256 is not None:
+            entry["lfs"] = {"oid": blob.sha256, "size": blob.size, "pointerSize": blob.pointer_size}
+        return entry
 
     def _refs(self, repo: Repo) -> dict:
         def ref(name: str, full: str, sha: str) -> dict:

@@ -13,12 +13,11 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import FAST
+from conftest import FAST, upload
 from PIL import Image
-from test_ui import _upload
 
 from sdrag import InputError, ParameterError, SdragError, StyleNotFoundError, canny_edges, load_image
-from sdrag.ui import CannyExplorer, RagStudio
+from sdrag.app.widgets import CannyExplorer, RagStudio
 
 # -- making hostile files ---------------------------------------------------------------------------------
 
@@ -500,7 +499,7 @@ def test_bad_uploads_show_a_message_and_the_widgets_stay_usable(case, wb, sketch
     data, phrase = BAD_FILES[case][0](), BAD_FILES[case][1]
     explorer = CannyExplorer(sketch, size=64)
     before = explorer.sketch
-    _upload(explorer.upload, data, "evil<b>.png")
+    upload(explorer.upload, data, "evil<b>.png")
     msg = explorer.message.value
     assert "InputError" in msg and phrase in msg and "Fix:" in msg and "Traceback" not in msg, msg
     assert "evil&lt;b&gt;.png" in msg and "<b>.png" not in msg  # the file name is shown, escaped
@@ -511,7 +510,7 @@ def test_bad_uploads_show_a_message_and_the_widgets_stay_usable(case, wb, sketch
 
     studio = RagStudio(wb, sketch)
     before = studio.sketch
-    _upload(studio.upload, data)
+    upload(studio.upload, data)
     msg = studio.message.value
     assert "InputError" in msg and phrase in msg and "Traceback" not in msg, msg
     assert studio.sketch is before and not studio.generate_button.disabled
@@ -522,11 +521,11 @@ def test_odd_but_valid_uploads_replace_the_sketch(case, wb, sketch):
     make, check = GOOD_FILES[case]
     data = make()
     explorer = CannyExplorer(sketch, size=64)
-    _upload(explorer.upload, data)
+    upload(explorer.upload, data)
     assert explorer.message.value == "" and check(explorer.sketch)
     assert Image.open(io.BytesIO(explorer.preview.value)).size == (64, 64)
     studio = RagStudio(wb, sketch)
-    _upload(studio.upload, data)
+    upload(studio.upload, data)
     assert studio.message.value == "" and check(studio.sketch)
 
 
@@ -534,7 +533,7 @@ def test_after_bad_uploads_the_studio_still_generates(wb, sketch):
     studio = RagStudio(wb, sketch)
     studio.size.value, studio.steps.value = 64, 2
     for case in ("empty file", "decompression bomb (400 MP)", "text file named .png"):
-        _upload(studio.upload, BAD_FILES[case][0]())
+        upload(studio.upload, BAD_FILES[case][0]())
     studio.prompt.value = "<script>alert('x')</script> a city " + "neon " * 2000
     studio.generate(wait=True)
     assert studio.result is not None and "done" in studio.message.value, studio.message.value

@@ -30,9 +30,13 @@ class MemoryOptions:
             raise ParameterError(f"Unknown memory option(s) {unknown}. Known: {sorted(cls.__dataclass_fields__)}.")
         return cls(**{k: bool(v) for k, v in value.items()})
 
+    def works_on(self, device) -> bool:
+        """Whether every saver here can work on `device` (a torch device)."""
+        return not self.cpu_offload or device.type == "cuda"
+
     def check(self, device) -> None:
         """Refuse savers that cannot work on `device` (a torch device)."""
-        if self.cpu_offload and device.type != "cuda":
+        if not self.works_on(device):
             raise ParameterError("memory cpu_offload needs a CUDA device; on CPU everything is in RAM already.")
 
     def __or__(self, other: MemoryOptions) -> MemoryOptions:

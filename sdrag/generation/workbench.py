@@ -235,7 +235,7 @@ class Workbench:
         import torch
 
         used: list[str] = []
-        for rung in (None, *OOM_LADDER):
+        for rung in (None, *(r for r in OOM_LADDER if r.works_on(self.device))):
             if rung is not None:
                 added = self.use_memory(rung)
                 if not added.names():
@@ -248,10 +248,11 @@ class Workbench:
                 error = exc
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
+        savers = ", ".join(self.memory.names()) or "no memory savers"
         raise MemoryExhaustedError(
             f"Out of GPU memory at {p.width_height[0]}x{p.width_height[1]} with {len(p.seeds)} image(s) per call,"
-            f" even with attention slicing, VAE tiling and CPU offload ({str(error).splitlines()[0]}). Fix: lower"
-            " size, or give fewer seeds per call (a sweep's batch)."
+            f" even with {savers} on ({str(error).splitlines()[0]}). Fix: lower size, or give fewer seeds per"
+            " call (a sweep's batch)."
         ) from None
 
     def _notes(self, p: ResolvedParams) -> list[str]:

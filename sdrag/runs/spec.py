@@ -242,7 +242,7 @@ def validate(spec: SweepSpec) -> list[ResolvedParams]:
         problems += _duplicates(spec.expand(), resolved)
     if problems:
         more = f"\n  ... and {len(problems) - 30} more" if len(problems) > 30 else ""
-        raise ParameterError("Invalid sweep values:\n  - " + "\n  - ".join(problems[:30]) + more)
+        raise ParameterError("Invalid sweep values:\n  - " + "\n  - ".join(problems[:30]) + more, problems=problems)
     return resolved
 
 

@@ -91,7 +91,7 @@ def test_rag_studio_renders_and_generates_in_jupyterlab(lab, tmp_path):
 def test_sweep_report_opens_from_disk_with_nothing_fetched(wb, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from sdrag.sweep import run_sweep
+    from sdrag.sweeps.engine import run_sweep
 
     spec = {"name": "b", "base": {"prompt": "<script>window.pwned = 1</script>", "steps": 1, "size": 64},
             "axes": {"controlnet_scale": [0.5, 1.0], "guidance": [3.0, 7.5], "seed": [0, 1]}}

@@ -22,7 +22,7 @@ def _outputs(nb) -> str:
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, wb):
-    from sdrag.sweep import run_sweep
+    from sdrag.sweeps.engine import run_sweep
 
     out = tmp_path_factory.mktemp("runs") / "base"
     spec = {"base": {"prompt": "a neon city", "steps": 2, "size": 64}, "axes": {"controlnet_scale": [0.5, 1.5]}}

@@ -1,16 +1,11 @@
-import datetime
 import io
 import time
 
 import numpy as np
+from conftest import upload
 from PIL import Image
 
-from sdrag.ui import CannyExplorer, RagStudio, style_gallery
-
-
-def _upload(widget, data: bytes, name: str = "sketch.png") -> None:
-    widget.value = ({"name": name, "type": "image/png", "size": len(data), "content": memoryview(data),
-                     "last_modified": datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)},)
+from sdrag.app.widgets import CannyExplorer, RagStudio, style_gallery
 
 
 def _png(img: Image.Image) -> bytes:
@@ -30,12 +25,12 @@ def test_moving_a_threshold_slider_updates_the_preview(sketch):
 
 def test_bad_upload_shows_a_message_not_a_traceback(wb, sketch):
     explorer = CannyExplorer(sketch, size=64)
-    _upload(explorer.upload, b"this is not an image")
+    upload(explorer.upload, b"this is not an image")
     assert "InputError" in explorer.message.value and "Fix" in explorer.message.value
     studio = RagStudio(wb, sketch)
-    _upload(studio.upload, b"\x89PNG\r\n\x1a\n broken")
+    upload(studio.upload, b"\x89PNG\r\n\x1a\n broken")
     assert "InputError" in studio.message.value
-    _upload(studio.upload, _png(Image.new("RGB", (40, 30), "white")))
+    upload(studio.upload, _png(Image.new("RGB", (40, 30), "white")))
     assert studio.message.value == "" and studio.sketch.size == (40, 30)
 
 

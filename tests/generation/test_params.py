@@ -24,6 +24,8 @@ def test_all_problems_reported_at_once():
                  "fit", "control_start", "top_k"):
         assert name in text, name
     assert isinstance(err.value, SdragError)
+    # One entry per problem, each also in the message: callers regroup them without parsing text.
+    assert len(err.value.problems) == 10 and all(problem in text for problem in err.value.problems)
 
 
 @pytest.mark.parametrize("canny", [(-1, 100), (10, 300), (50,), "50,150", (math.inf, 1), (True, 100)])
@@ -65,7 +67,7 @@ def test_ip_scale_presets_target_sd15_blocks():
     layout = normalize_ip_scale("style+layout")
     assert layout["down"]["block_2"] == [1.0, 1.0] and layout["mid"] == 1.0
     assert normalize_ip_scale("style:0.5")["up"]["block_1"] == [0.5, 0.5, 0.5]
-    assert set(IP_SCALE_PRESETS) == {"style", "style+layout"}
+    assert normalize_ip_scale(IP_SCALE_PRESETS["style"]) == style  # a preset is a block map by another name
 
 
 def test_sdxl_block_map_refused_with_hint():
@@ -105,3 +107,28 @@ def test_block_names_must_be_exact(key):
 def test_empty_style_names_refused(style):
     with pytest.raises(ParameterError, match="style"):
         Params(style=style).resolved()
+
+
+def test_resolved_params_are_their_own_frozen_type():
+    import dataclasses
+
+    from sdrag import ResolvedParams
+
+    raw = Params(ip_adapter_scale="style", style={"a": 2}, size=(100, 70), canny=[10.0, 20.5])
+    p = raw.resolved()
+    assert isinstance(p, ResolvedParams) and not isinstance(raw, ResolvedParams)
+    assert [f.name for f in dataclasses.fields(ResolvedParams)] == Params.names()
+    assert p.resolved() is p and p.size == (96, 64) and p.canny == (10, 20.5) and p.style == [("a", 1.0 * 2)]
+    assert isinstance(p.ip_adapter_scale, dict) and p.ip_adapter_scale["up"]["block_1"] == [1.0, 1.0, 1.0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.steps = 3
+    changed = p.update(steps=3)
+    assert type(changed) is Params and changed.resolved().steps == 3 and p.steps == 20
+    assert Params.from_dict(json.loads(json.dumps(p.to_dict()))).resolved() == p
+
+
+def test_the_generator_takes_only_resolved_params(wb):
+    from PIL import Image
+
+    with pytest.raises(ParameterError, match="resolved"):
+        wb.generator.generate(Image.new("RGB", (64, 64)), Params(size=64, steps=1))

@@ -148,3 +148,35 @@ def test_an_over_long_prompt_is_truncated_and_said_so(wb, sketch):
     assert res.image.size == (64, 64)
     assert len(res.notes) == 1 and "first 77" in res.notes[0]
     assert wb.run(sketch, "a neon city", **FAST).notes == []
+
+
+def test_savers_an_out_of_memory_retry_switched_on_survive_unload(tmp_path, sketch, monkeypatch):
+    """The workbench owns its memory settings: a reload after unload() keeps what the retry switched on."""
+    import torch
+    from conftest import fail_generation
+
+    bench = sdrag.Workbench.from_preset("tiny", library_dir=tmp_path / "lib")
+    bench.library.add(sdrag.SAMPLE_SKETCH, name="house")
+    fail_generation(bench, monkeypatch, lambda: torch.cuda.OutOfMemoryError("simulated"), times=1)
+    res = bench.run(sketch, "x", style="house", **FAST)
+    assert res.info["oom_fallback"] == ["attention_slicing+vae_tiling"]
+    assert res.info["memory"] == {"attention_slicing": True, "vae_tiling": True, "cpu_offload": False}
+    bench.unload()
+    assert bench.memory.attention_slicing and bench.memory.vae_tiling
+    again = bench.run(sketch, "x", style="house", **FAST)
+    assert again.info["memory"] == res.info["memory"] and again.info["oom_fallback"] == []
+    sliced = [p for n, p in bench.generator.pipe.unet.attn_processors.items() if n.endswith("attn1.processor")]
+    assert sliced and all(type(p).__name__ == "SlicedAttnProcessor" for p in sliced)
+    assert bench.generator.pipe.vae.use_tiling
+
+
+def test_use_memory_switches_savers_on_for_good_and_refuses_what_the_device_cannot_do(tmp_path):
+    bench = sdrag.Workbench.from_preset("tiny", library_dir=tmp_path / "lib")
+    assert bench.use_memory({"vae_tiling": True}).names() == ["vae_tiling"]
+    assert bench.use_memory({"vae_tiling": True}).names() == []  # already on
+    assert bench.generator.pipe.vae.use_tiling  # applied when the models load
+    with pytest.raises(ParameterError, match="CUDA"):
+        bench.use_memory({"cpu_offload": True})
+    assert not bench.memory.cpu_offload
+    with pytest.raises(ParameterError, match="CUDA"):
+        sdrag.Workbench.from_preset("tiny", library_dir=tmp_path / "lib", memory={"cpu_offload": True})

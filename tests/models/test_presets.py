@@ -10,9 +10,9 @@ import torch
 
 import sdrag
 from sdrag import ParameterError, WeightsUnavailableError
-from sdrag.models.plan import plan
 from sdrag.models.device import pick_device, pick_dtype
 from sdrag.models.loading import checked_tokenizer
+from sdrag.models.plan import plan
 from sdrag.models.presets import get_spec
 from sdrag.models.sd15 import CLIP_REVISION, CONTROLNETS, SD15_REPOS
 

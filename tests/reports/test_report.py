@@ -7,9 +7,11 @@ from conftest import fail_generation
 from PIL import Image
 
 import sdrag
-from sdrag import report
-from sdrag.report import compare_runs, grid_layout, grid_pages, load_run
-from sdrag.sweep import run_sweep
+from sdrag.reports import grids
+from sdrag.reports.compare import compare_runs
+from sdrag.reports.grids import grid_layout, grid_pages
+from sdrag.runs.folder import load_run
+from sdrag.sweeps.engine import run_sweep
 
 BASE = {"prompt": "a neon city", "steps": 1, "size": 64}
 XSS = ["<script>alert(1)</script>", "<img src=x onerror=alert(2)>", "\"><svg onload=alert(3)>"]
@@ -51,7 +53,7 @@ def test_labels_read_name_value_and_pages_follow_the_further_axes(wb, tmp_path):
 
 def test_grid_guard_spills_a_long_axis_onto_further_pages(wb, tmp_path, monkeypatch):
     run = quick(wb, tmp_path, "r", {"axes": {"seed": list(range(9))}, "batch": 9})
-    monkeypatch.setattr(report, "MAX_GRID_PX", 400)
+    monkeypatch.setattr(grids, "MAX_GRID_PX", 400)
     pages = grid_pages(run)
     assert len(pages) == 3 and "[columns 1-4 of 9]" in pages[0][0].title and "[columns 9-9 of 9]" in pages[2][0].key
     assert all(max(img.size) <= 400 for _, img in pages)
@@ -63,8 +65,8 @@ def test_failed_cells_are_drawn_as_failed(wb, tmp_path, monkeypatch):
     run = quick(wb, tmp_path, "r", {"axes": {"guidance": [3.0, 5.0], "steps": [1, 2], "seed": [0, 1]}, "batch": 1})
     page, img = grid_pages(run)[1]
     assert page.title == "seed: 1" and all(run.table.iloc[i]["status"] == "failed" for i in page.cells.values())
-    size = report.CELL_PX[0]  # 64 px images are drawn at the smallest cell size
-    x, y = report.LABEL_W + int(0.8 * size), report.TOP_PX + int(0.4 * size)
+    size = grids.CELL_PX[0]  # 64 px images are drawn at the smallest cell size
+    x, y = grids.LABEL_W + int(0.8 * size), grids.TOP_PX + int(0.4 * size)
     patch = np.asarray(img.crop((x, y, x + 10, y + 10))).reshape(-1, 3)  # clear of the tile's cross and text
     assert (patch == [120, 20, 20]).all()
 

@@ -110,3 +110,29 @@ def test_hostile_spec_bytes_and_values(tmp_path):
     long_prompt = "a city " * 1500  # 10,500 characters: valid, CLIP's 77-token cut is noted per run
     rtl = "مدينة نيون في الليل 🌃 <b>"
     assert len(validate(load_spec({"base": BASE, "axes": {"prompt": [long_prompt, rtl]}}))) == 2
+
+
+def test_overrides_go_through_the_same_checks_as_the_file(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": BASE, "axes": {"seed": [0, 1]}, "zip": {"guidance": [3.0, 5.0]}}))
+    spec = load_spec(path, axes={"guidance": {"linspace": [1, 9, 3]}}, zip={}, base={"steps": None, "size": 96})
+    assert spec.axes == {"guidance": [1.0, 5.0, 9.0]} and spec.zip == {}
+    assert spec.base == {**BASE, "size": 96} and spec.source_dir == tmp_path and spec.name == "s"
+    assert [p.guidance for p in validate(spec)] == [1.0, 5.0, 9.0]
+    assert load_spec(path).axes == {"seed": [0, 1]}  # the file is untouched
+    with pytest.raises(SweepError, match="unknown parameter 'gudance'"):
+        load_spec(path, axes={"gudance": [1]})
+    with pytest.raises(SweepError, match="batch must be a whole number"):
+        load_spec(spec, batch=0)
+    with pytest.raises(SweepError, match="base: unknown parameter 'stepz'"):
+        load_spec(spec, base={"stepz": 3})
+
+
+def test_each_problem_is_blamed_on_the_axis_values_behind_it():
+    spec = load_spec({"base": BASE, "axes": {"steps": [0, 2], "guidance": [-1.0, 5.0]}})
+    with pytest.raises(ParameterError) as err:
+        validate(spec)
+    problems = err.value.problems
+    assert len(problems) == 2
+    assert any(p.startswith("steps = 0: steps must be a whole number") and "(2 cells)" in p for p in problems)
+    assert any(p.startswith("guidance = -1.0: guidance must be a number") and "(2 cells)" in p for p in problems)
