@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from ..runs.folder import OK
+from ..runs.folder import OK, RunFolder, SweepRun
 from ..runs.spec import CANNY_SIDES, grid_dims
 
 # The guard: no grid image grows past this many pixels a side; more values spill onto further pages.
@@ -43,7 +42,7 @@ def _key(row: dict, names: list[str], named: bool = True) -> str:
                      for n in names)
 
 
-def grid_axes(run, named: bool = True) -> tuple[list[list[str]], pd.DataFrame]:
+def grid_axes(run: SweepRun, named: bool = True) -> tuple[list[list[str]], pd.DataFrame]:
     """(dimensions, keys): the spec's grid dimensions and, per row of the table, its key on each of them."""
     dims = grid_dims(run.manifest["spec"])
     records = run.table.to_dict("records")
@@ -56,9 +55,9 @@ def _unique(series: pd.Series | None) -> list:
     return [None] if series is None else list(dict.fromkeys(series.tolist()))
 
 
-def _cell_image(out_dir: Path, row: pd.Series | None, size: int) -> Image.Image:
+def _cell_image(folder: RunFolder, row: pd.Series | None, size: int) -> Image.Image:
     if row is not None and row["status"] == OK and isinstance(row["image"], str):
-        img = Image.open(out_dir / row["image"]).convert("RGB")
+        img = Image.open(folder.cell_file(row["image"])).convert("RGB")
         scale = size / max(img.size)
         # Small images are enlarged without smoothing, so a 64 px cell still shows its pixels as they are.
         return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
@@ -115,13 +114,13 @@ class GridPage:
     cells: dict[tuple[int, int], int]  # (column, row) -> index into the results table
 
 
-def _cell_px(run) -> int:
+def _cell_px(run: SweepRun) -> int:
     ok = run.table[run.table["status"] == OK]
-    native = max(Image.open(run.out_dir / ok["image"].iloc[0]).size) if len(ok) else CELL_PX[0]
+    native = max(Image.open(run.folder.cell_file(ok["image"].iloc[0])).size) if len(ok) else CELL_PX[0]
     return min(max(native, CELL_PX[0]), CELL_PX[1])
 
 
-def grid_layout(run, cell: int | None = None) -> list[GridPage]:
+def grid_layout(run: SweepRun, cell: int | None = None) -> list[GridPage]:
     """Lay the cells out like the X/Y/Z plot: X and Y are the first two dimensions, one page per value of the
     others; an axis too long for MAX_GRID_PX a side continues on further pages. Every cell has one place."""
     dims, keys = grid_axes(run)
@@ -157,7 +156,7 @@ def grid_layout(run, cell: int | None = None) -> list[GridPage]:
     return pages
 
 
-def grid_pages(run) -> list[tuple[GridPage, Image.Image]]:
+def grid_pages(run: SweepRun) -> list[tuple[GridPage, Image.Image]]:
     """The grid images of a run, labelled "name: value" on both axes: (page, image) per page."""
     cell = _cell_px(run)
     out = []
@@ -178,7 +177,7 @@ def grid_pages(run) -> list[tuple[GridPage, Image.Image]]:
             for ci in range(len(page.columns)):
                 idx = page.cells.get((ci, ri))
                 row = run.table.iloc[idx] if idx is not None else None
-                canvas.paste(_cell_image(run.out_dir, row, cell), (left + ci * (cell + GAP), top))
+                canvas.paste(_cell_image(run.folder, row, cell), (left + ci * (cell + GAP), top))
         out.append((page, canvas))
     return out
 

@@ -11,7 +11,7 @@ import pandas as pd
 from PIL import Image
 
 from ..files import atomic_write_bytes, data_uri, image_bytes
-from ..runs.folder import OK, varying_params
+from ..runs.folder import OK, SweepRun, varying_params
 from ..runs.metrics import METRICS
 from .grids import grid_pages
 from .plots import heatmaps, pareto
@@ -43,7 +43,7 @@ def html_table(frame: pd.DataFrame) -> str:
     return shown.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}")
 
 
-def write_report(run) -> Path:
+def write_report(run: SweepRun) -> Path:
     """Write grids as PNGs and one self-contained report.html (no server, every user string escaped)."""
     out = run.out_dir
     parts = [f"<h1>sweep {html.escape(run.manifest['name'])}</h1>"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runs.folder import OK
+from ..runs.folder import OK, SweepRun
 from ..runs.metrics import METRICS
 from .grids import grid_axes
 
 
-def heatmaps(run, metrics: tuple[str, ...] = METRICS) -> list:
+def heatmaps(run: SweepRun, metrics: tuple[str, ...] = METRICS) -> list:
     """A matplotlib heatmap per metric over the two main grid dimensions (mean over everything else)."""
     import matplotlib.pyplot as plt
 
@@ -42,7 +42,7 @@ def heatmaps(run, metrics: tuple[str, ...] = METRICS) -> list:
     return figs
 
 
-def pareto(run):
+def pareto(run: SweepRun):
     """Scatter of style similarity against structure fidelity, with the Pareto front drawn."""
     import matplotlib.pyplot as plt
 

@@ -168,6 +168,15 @@ class RunFolder:
             raise SweepError(f"{self.path} is not a sweep folder ({exc}). Fix: pass a folder run_sweep wrote."
                              ) from None
 
+    def cell_file(self, image: str) -> Path:
+        """The file a row's `image` column names: it must lie in this folder's cells/ (rows can be edited)."""
+        cells = (self.path / "cells").resolve()
+        path = (self.path / str(image)).resolve()
+        if not path.is_relative_to(cells):
+            raise SweepError(f"A row of {self.table_path} names the image {str(image)[:200]!r}, outside {cells}. Fix:"
+                             " restore results.csv and rows/ from the sweep, or run it again into a new folder.")
+        return path
+
     def sketch(self, manifest: dict) -> Image.Image:
         """The run's sketch copy, checked against the hash its manifest records."""
         sketch = load_image(self.sketch_path)
