@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["MANIFEST_NAMES", "MAX_MANIFEST_BYTES", "IngestItem", "IngestReport", "LibraryAccess", "Pending", "Plan",
-           "ingest_folder"]
+__all__ = ["MANIFEST_NAMES", "MAX_MANIFEST_BYTES", "IngestItem", "IngestPlan", "IngestReport", "LibraryAccess",
+           "Pending", "ingest_folder"]
 
 MANIFEST_NAMES = ("manifest.yaml", "manifest.yml", "manifest.json")
 MAX_MANIFEST_BYTES = 16 * 2**20
@@ -95,7 +95,7 @@ class Pending:
 
 
 @dataclass
-class Plan:
+class IngestPlan:
     """What the files of a folder call for, against the entries stored when the ingest began."""
 
     current: dict[str, str] = field(default_factory=dict)  # path -> id of the bytes there now
@@ -122,12 +122,12 @@ def ingest_folder(access: LibraryAccess, folder: str | Path, batch_size: int, pr
 # -- the steps ------------------------------------------------------------------------------------------
 
 
-def _plan(entries: dict[Path, dict], existing: dict[str, dict], report: IngestReport) -> Plan:
+def _plan(entries: dict[Path, dict], existing: dict[str, dict], report: IngestReport) -> IngestPlan:
     """Classify each file: skipped (unreadable, unusable, a duplicate or unchanged), a metadata update, or to embed
     (added, or updated when it replaces the entry of its earlier bytes). Every file gets its item in the report."""
     by_path = {meta.get("path"): sid for sid, meta in existing.items()}
     seen: dict[str, str] = {}  # id -> the first file holding those bytes
-    plan = Plan()
+    plan = IngestPlan()
     for file, info in entries.items():
         item = IngestItem(path=shown(file), name=shown(info["name"]))
         read = _read_entry(file, info, item, seen)
