@@ -8,6 +8,7 @@ from PIL import Image
 
 from ..images import ImageLike, fit_image, load_image
 from .params import Params
+from .result import PLAIN_TEXT, plain_text_figures
 
 
 def canny_edges(
@@ -39,15 +40,16 @@ def threshold_grid(sketch: ImageLike, lows: list[float], highs: list[float], siz
     (pairs with low > high are left blank and labelled)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(lows), len(highs), figsize=(2.2 * len(highs), 2.2 * len(lows)), squeeze=False)
-    for r, low in enumerate(lows):
-        for c, high in enumerate(highs):
-            ax = axes[r][c]
-            ax.axis("off")
-            if low > high:
-                ax.set_title(f"{low}/{high}: low > high", fontsize=7)
-                continue
-            ax.imshow(canny_edges(sketch, low, high, size=size, fit=fit))
-            ax.set_title(f"low {low} / high {high}", fontsize=8)
-    fig.tight_layout()
+    with plain_text_figures():
+        fig, axes = plt.subplots(len(lows), len(highs), figsize=(2.2 * len(highs), 2.2 * len(lows)), squeeze=False)
+        for r, low in enumerate(lows):
+            for c, high in enumerate(highs):
+                ax = axes[r][c]
+                ax.axis("off")
+                if low > high:
+                    ax.set_title(f"{low}/{high}: low > high", fontsize=7, **PLAIN_TEXT)
+                    continue
+                ax.imshow(canny_edges(sketch, low, high, size=size, fit=fit))
+                ax.set_title(f"low {low} / high {high}", fontsize=8, **PLAIN_TEXT)
+        fig.tight_layout()
     return fig

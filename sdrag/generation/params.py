@@ -6,8 +6,11 @@ the canonical form the generator takes and the manifest records.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -28,6 +31,16 @@ LIMITS = {
     "size": (8, 2048),
     "seeds": 64,
     "top_k": (1, 16),
+}
+
+# Names other tools (diffusers, web UIs) give our parameters: an unknown name here is pointed at ours.
+ALIASES = {
+    "cfg": "guidance", "cfg_scale": "guidance", "guidance_scale": "guidance",
+    "num_inference_steps": "steps", "sampler": "scheduler", "negative": "negative_prompt",
+    "controlnet_conditioning_scale": "controlnet_scale",
+    "control_guidance_start": "control_start", "control_guidance_end": "control_end",
+    "ip_scale": "ip_adapter_scale", "width": "size", "height": "size",
+    "low_threshold": "canny", "high_threshold": "canny",
 }
 
 
@@ -64,6 +77,73 @@ class _Fields:
         return tuple(self.size) if isinstance(self.size, (list, tuple)) else (self.size, self.size)
 
 
+def _refuses_misuse(cls: type) -> type:
+    """Make `cls(...)` raise ParameterError (not TypeError) for unknown names, too many or doubled values.
+
+    The dataclass's own `__init__` still does the work, so fields, replace, asdict, pickling and copying are as
+    generated; `inspect.signature(cls)` still shows every field.
+    """
+    generated, names = cls.__init__, [f.name for f in fields(cls) if f.init]
+
+    @functools.wraps(generated)
+    def __init__(self, /, *args: Any, **kwargs: Any) -> None:
+        _check_call(cls.__name__, names, args, kwargs)
+        generated(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+def _check_call(owner: str, names: list[str], args: tuple, kwargs: dict) -> None:
+    problems = []
+    if len(args) > len(names):
+        problems.append(f"{owner} takes at most {len(names)} values by position ({', '.join(names)}), got "
+                        f"{len(args)}. Fix: pass them by name, e.g. {owner}(prompt=..., steps=...).")
+    twice = [n for n in names[:len(args)] if n in kwargs]
+    if twice:
+        problems.append(f"{_quoted(twice)} given both by position and by name. Fix: give each once.")
+    unknown = [k for k in kwargs if k not in names]
+    if unknown:
+        problems.append(unknown_names_message(unknown, names))
+    if len(problems) == 1:
+        raise ParameterError(problems[0])
+    if problems:
+        raise ParameterError("Invalid parameters:\n  - " + "\n  - ".join(problems), problems=problems)
+
+
+def unknown_names_message(unknown: list, names: list[str]) -> str:
+    """'Unknown parameter ...': each unknown name, the known name it most likely meant, and the known names."""
+    noun = "parameter" if len(unknown) == 1 else "parameters"
+    guesses = {key: _closest(key, names) for key in unknown}
+    fixes = [f"{key!r} -> {guess!r}" for key, guess in guesses.items() if guess]
+    if len(unknown) == 1 and guesses[unknown[0]]:
+        fix = f"Fix: did you mean {guesses[unknown[0]]!r}?"
+    elif fixes:
+        rest = "" if len(fixes) == len(unknown) else " Drop or rename the others."
+        fix = f"Fix: did you mean {', '.join(fixes)}?{rest}"
+    else:
+        fix = "Fix: drop or rename " + ("it." if len(unknown) == 1 else "them.")
+    return f"Unknown {noun} {_quoted(unknown)}. {fix} Known: {', '.join(names)}."
+
+
+def _quoted(keys: list) -> str:
+    return ", ".join(repr(k) for k in keys)
+
+
+def _closest(key: Any, names: list[str]) -> str | None:
+    """The known name `key` most likely meant, if one is clear: a known alias, else the nearest spelling."""
+    if not isinstance(key, str):
+        return None
+    plain = key.strip().lower().replace("-", "_").replace(" ", "_")
+    if plain in names:
+        return plain
+    if ALIASES.get(plain) in names:
+        return ALIASES[plain]
+    close = difflib.get_close_matches(plain, names, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+@_refuses_misuse
 @dataclass
 class Params(_Fields):
     """Everything that decides one generation, as given; `resolved()` validates it into ResolvedParams."""
@@ -88,11 +168,15 @@ class Params(_Fields):
     tags: list[str] | None = None
 
     @classmethod
-    def from_dict(cls, data: dict) -> Params:
-        """Build Params from a dict, refusing unknown keys with the list of known ones."""
-        unknown = sorted(set(data) - set(cls.names()))
+    def from_dict(cls, data: Mapping) -> Params:
+        """Build Params from a dict, refusing unknown keys with the closest known name and the known ones."""
+        if not isinstance(data, Mapping):
+            raise ParameterError(f"Params.from_dict takes a dict of parameters, got {type(data).__name__}."
+                                 " Fix: pass e.g. {'prompt': 'a city', 'steps': 20}.")
+        names = cls.names()
+        unknown = [key for key in data if key not in names]
         if unknown:
-            raise ParameterError(f"Unknown parameter(s) {unknown}. Known: {', '.join(cls.names())}.")
+            raise ParameterError(unknown_names_message(unknown, names))
         return cls(**data)
 
     def resolved(self) -> ResolvedParams:

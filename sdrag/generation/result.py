@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +14,22 @@ from PIL import Image
 
 from ..files import atomic_save_image, atomic_write_bytes, atomic_write_json, safe_name
 from ..retrieval.entries import Style
+
+# What every Text sdrag hands matplotlib is drawn with: the characters themselves. Prompts, style names and axis
+# values are user text, and '$x^$' or '\frac{' would otherwise be parsed as mathtext (and raise when drawn), or
+# be handed to LaTeX where a user set text.usetex.
+PLAIN_TEXT = {"parse_math": False, "usetex": False}
+
+
+@contextlib.contextmanager
+def plain_text_figures() -> Iterator[None]:
+    """Build figures with text.usetex off whatever the user's rcParams say: texts, ticks and formatters keep the
+    setting they are made with, so the numbers matplotlib formats itself (axis and colorbar ticks) need no LaTeX
+    either, even when the figure is drawn later under usetex. Pass PLAIN_TEXT to each text too (no mathtext)."""
+    import matplotlib as mpl
+
+    with mpl.rc_context({"text.usetex": False}):
+        yield
 
 
 @dataclass
@@ -54,7 +72,7 @@ class Result:
         return self.references[0][0] if self.references else None
 
     def panel(self):
-        """Return a matplotlib Figure: sketch | edges | style | result."""
+        """Return a matplotlib Figure: sketch | edges | style | result (prompt and style name as plain text)."""
         import matplotlib.pyplot as plt
 
         style = self.style
@@ -66,13 +84,14 @@ class Result:
         panes = [(self.sketch, "sketch"), (self.edges, f"edges {tuple(self.params['canny'])}"),
                  (style.image() if style else Image.new("RGB", (64, 64), "white"), style_title),
                  (self.image, f"result (seed {self.seed})")]
-        fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
-        for ax, (img, title) in zip(axes, panes):
-            ax.imshow(img)
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
-        fig.suptitle(self.params["prompt"][:120], fontsize=10)
-        fig.tight_layout()
+        with plain_text_figures():
+            fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
+            for ax, (img, title) in zip(axes, panes):
+                ax.imshow(img)
+                ax.set_title(title, fontsize=9, **PLAIN_TEXT)
+                ax.axis("off")
+            fig.suptitle(self.params["prompt"][:120], fontsize=10, **PLAIN_TEXT)
+            fig.tight_layout()
         return fig
 
     def to_dict(self) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -62,6 +63,9 @@ class Workbench:
         self._generator: Generator | None = None
         # Interactive reruns and sweeps reuse edge maps and embeddings that did not change.
         self.cache = StageCache()
+        # The pipeline holds per-call state (scheduler, IP-Adapter scales): one run at a time, whichever thread
+        # asks (the studio's background thread and a notebook cell can overlap).
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         loaded = "loaded" if self._generator is not None else "not loaded yet"
@@ -128,7 +132,8 @@ class Workbench:
 
     def load(self) -> Workbench:
         """Load every model now instead of on first use."""
-        _ = self.generator, self.embedder
+        with self._lock:
+            _ = self.generator, self.embedder
         return self
 
     def use_memory(self, memory: MemoryOptions | dict) -> MemoryOptions:
@@ -136,9 +141,10 @@ class Workbench:
         added = MemoryOptions.from_any(memory).beyond(self.memory)
         if added.names():
             added.check(self.device)
-            if self._generator is not None:
-                self._generator.apply_memory(added)
-            self.memory = self.memory | added
+            with self._lock:
+                if self._generator is not None:
+                    self._generator.apply_memory(added)
+                self.memory = self.memory | added
         return added
 
     def weight_hashes(self) -> dict[str, list[dict]]:
@@ -155,8 +161,9 @@ class Workbench:
 
         import torch
 
-        self._generator = self._embedder = None
-        self.cache.clear()
+        with self._lock:
+            self._generator = self._embedder = None
+            self.cache.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -196,22 +203,28 @@ class Workbench:
                               lambda: self.generator.image_embeds([s.image() for s, _ in refs], [w for _, w in refs]))
 
     def run(self, sketch: ImageLike, prompt: str = "", *, params: Params | ResolvedParams | dict | None = None,
-            progress: Progress | bool | None = None, **kwargs: Any) -> Result:
+            progress: Progress | bool | None = None, references: Sequence[tuple[Style, float]] | None = None,
+            **kwargs: Any) -> Result:
         """Run the chain: retrieve a style for `prompt`, Canny the `sketch`, generate.
 
         Keyword arguments are Params fields (steps, guidance, controlnet_scale, ip_adapter_scale, canny,
         seed, size, style, top_k, ...); `params` gives a whole Params object to start from. `progress` is
-        a callable(step, total) (return False to stop) or True for a tqdm bar.
+        a callable(step, total) (return False to stop) or True for a tqdm bar. `references` gives the style
+        images and weights outright, bypassing the library (how `reproduce` works from a run folder alone).
+        Safe to call from several threads: calls run one at a time.
         """
+        with self._lock:
+            return self._run(sketch, _checked_params(params, progress, prompt, kwargs), progress, references)
+
+    def _run(self, sketch: ImageLike, p: ResolvedParams, progress, references) -> Result:
         timings: dict[str, float] = {}
         with _timed(timings, "total"):
-            p = _checked_params(params, progress, prompt, kwargs)
             image = load_image(sketch)
             if self._generator is None:
                 with _timed(timings, "load"):
                     _ = self.generator
             with _timed(timings, "retrieve"):
-                hits, refs = self.resolve_style(p.prompt, p)
+                hits, refs = ([], list(references)) if references is not None else self.resolve_style(p.prompt, p)
             with _timed(timings, "canny"):
                 control = self.control(image, p)
             with _timed(timings, "embed"):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import SdragError
 from ..runs.folder import OK, RunFolder, SweepRun
 from ..runs.spec import CANNY_SIDES, grid_dims
 
@@ -56,18 +57,25 @@ def _unique(series: pd.Series | None) -> list:
 
 
 def _cell_image(folder: RunFolder, row: pd.Series | None, size: int) -> Image.Image:
-    if row is not None and row["status"] == OK and isinstance(row["image"], str):
-        img = Image.open(folder.cell_file(row["image"])).convert("RGB")
+    if row is not None and row["status"] == OK:
+        try:
+            img = Image.open(folder.cell_file(row["image"])).convert("RGB")
+        except (OSError, SdragError, ValueError):  # gone or damaged since the row was checked
+            return _tile("DAMAGED", size)
         scale = size / max(img.size)
         # Small images are enlarged without smoothing, so a 64 px cell still shows its pixels as they are.
         return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
                           Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS)
-    # A failed or missing cell is drawn as such, never left blank.
+    return _tile("FAILED" if row is not None else "MISSING", size)
+
+
+def _tile(label: str, size: int) -> Image.Image:
+    """A failed, missing or damaged cell is drawn as such, never left blank."""
     tile = Image.new("RGB", (size, size), (120, 20, 20))
     draw = ImageDraw.Draw(tile)
     draw.line((0, 0, size, size), fill="white", width=3)
     draw.line((0, size, size, 0), fill="white", width=3)
-    draw.text((6, 6), "FAILED" if row is not None else "MISSING", fill="white", font=_font())
+    draw.text((6, 6), label, fill="white", font=_font())
     return tile
 
 
@@ -116,7 +124,10 @@ class GridPage:
 
 def _cell_px(run: SweepRun) -> int:
     ok = run.table[run.table["status"] == OK]
-    native = max(Image.open(run.folder.cell_file(ok["image"].iloc[0])).size) if len(ok) else CELL_PX[0]
+    try:
+        native = max(Image.open(run.folder.cell_file(ok["image"].iloc[0])).size) if len(ok) else CELL_PX[0]
+    except (OSError, SdragError, ValueError):
+        native = CELL_PX[0]
     return min(max(native, CELL_PX[0]), CELL_PX[1])
 
 

@@ -1,9 +1,14 @@
-"""Metric plots of a sweep: a heatmap per metric over the two main grid dimensions, and style vs structure."""
+"""Metric plots of a sweep: a heatmap per metric over the two main grid dimensions, and style vs structure.
+
+Axis values are user text (prompts, style names, spec values): every text is drawn as plain characters
+(`PLAIN_TEXT`, `plain_text_figures`), never as mathtext or LaTeX.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..generation.result import PLAIN_TEXT, plain_text_figures
 from ..runs.folder import OK, SweepRun
 from ..runs.metrics import METRICS
 from .grids import grid_axes
@@ -11,8 +16,6 @@ from .grids import grid_axes
 
 def heatmaps(run: SweepRun, metrics: tuple[str, ...] = METRICS) -> list:
     """A matplotlib heatmap per metric over the two main grid dimensions (mean over everything else)."""
-    import matplotlib.pyplot as plt
-
     dims, keys = grid_axes(run, named=False)
     ok = run.table["status"] == OK
     figs = []
@@ -20,26 +23,33 @@ def heatmaps(run: SweepRun, metrics: tuple[str, ...] = METRICS) -> list:
         return figs
     frame = keys[ok].join(run.table.loc[ok, [m for m in metrics if m in run.table]])
     x, y = "dim0", "dim1" if len(dims) > 1 else None
-    for metric in metrics:
-        if metric not in frame or frame[metric].isna().all():
-            continue
-        pivot = frame.pivot_table(index=y, columns=x, values=metric, aggfunc="mean", sort=False) if y else \
-            frame.groupby(x, sort=False)[metric].mean().to_frame().T
-        values = pivot.to_numpy(dtype=float)
-        fig, ax = plt.subplots(figsize=(min(16, 2.5 + 0.9 * values.shape[1]), min(12, 1.5 + 0.5 * values.shape[0])))
-        im = ax.imshow(values, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(values.shape[1]), [str(v)[:30] for v in pivot.columns], rotation=30, ha="right")
-        ax.set_yticks(range(values.shape[0]), [str(v)[:30] for v in pivot.index] if y else [metric])
-        ax.set_xlabel(" / ".join(dims[0]))
-        ax.set_ylabel(" / ".join(dims[1]) if y else "")
-        if values.size <= 400:  # numbers stay readable; beyond that the colours carry it
-            for (i, j), v in np.ndenumerate(values):
-                if np.isfinite(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white", fontsize=8)
-        ax.set_title(f"{metric} (mean)")
-        fig.colorbar(im, ax=ax)
-        figs.append((metric, fig))
+    with plain_text_figures():
+        for metric in metrics:
+            if metric in frame and not frame[metric].isna().all():
+                figs.append((metric, _heatmap(frame, metric, dims, x, y)))
     return figs
+
+
+def _heatmap(frame, metric: str, dims: list[list[str]], x: str, y: str | None):
+    import matplotlib.pyplot as plt
+
+    pivot = frame.pivot_table(index=y, columns=x, values=metric, aggfunc="mean", sort=False) if y else \
+        frame.groupby(x, sort=False)[metric].mean().to_frame().T
+    values = pivot.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(min(16, 2.5 + 0.9 * values.shape[1]), min(12, 1.5 + 0.5 * values.shape[0])))
+    im = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(values.shape[1]), [str(v)[:30] for v in pivot.columns], rotation=30, ha="right",
+                  **PLAIN_TEXT)
+    ax.set_yticks(range(values.shape[0]), [str(v)[:30] for v in pivot.index] if y else [metric], **PLAIN_TEXT)
+    ax.set_xlabel(" / ".join(dims[0]), **PLAIN_TEXT)
+    ax.set_ylabel(" / ".join(dims[1]) if y else "", **PLAIN_TEXT)
+    if values.size <= 400:  # numbers stay readable; beyond that the colours carry it
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white", fontsize=8, **PLAIN_TEXT)
+    ax.set_title(f"{metric} (mean)", **PLAIN_TEXT)
+    fig.colorbar(im, ax=ax)
+    return fig
 
 
 def pareto(run: SweepRun):
@@ -52,11 +62,14 @@ def pareto(run: SweepRun):
     pts = ok[["edge_f1", "style_similarity"]].to_numpy(dtype=float)
     front = [i for i, (a, b) in enumerate(pts)
              if not ((pts[:, 0] >= a) & (pts[:, 1] >= b) & ((pts[:, 0] > a) | (pts[:, 1] > b))).any()]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter(pts[:, 0], pts[:, 1], s=18, alpha=0.6, label="cells")
-    fp = pts[sorted(front, key=lambda i: pts[i, 0])]
-    ax.plot(fp[:, 0], fp[:, 1], "r-o", ms=4, label="Pareto front")
-    ax.set_xlabel("structure fidelity (edge F1)")
-    ax.set_ylabel("style similarity (CLIP cosine)")
-    ax.legend(fontsize=8)
+    with plain_text_figures():
+        fig, ax = plt.subplots(figsize=(5, 4))
+        ax.scatter(pts[:, 0], pts[:, 1], s=18, alpha=0.6, label="cells")
+        fp = pts[sorted(front, key=lambda i: pts[i, 0])]
+        ax.plot(fp[:, 0], fp[:, 1], "r-o", ms=4, label="Pareto front")
+        ax.set_xlabel("structure fidelity (edge F1)", **PLAIN_TEXT)
+        ax.set_ylabel("style similarity (CLIP cosine)", **PLAIN_TEXT)
+        legend = ax.legend(fontsize=8)
+        for text in legend.get_texts():
+            text.set(**PLAIN_TEXT)
     return fig

@@ -50,6 +50,21 @@ def run_sweep(spec: str | Path | dict | SweepSpec, out_dir: str | Path | None = 
     # Cheap checks first: a bad sketch path fails before minutes of model loading.
     sketch = load_image(sweep.resolve_path(sweep.sketch) if sweep.sketch else SAMPLE_SKETCH)
     folder = RunFolder(out_dir if out_dir is not None else Path("experiments") / "runs" / sweep.name)
+    with folder.lock():
+        run = _run_locked(sweep, params, sketch, folder, workbench, progress)
+        if report:
+            from ..reports.html import write_report
+
+            run.report_path = write_report(run)
+    if len(run.table) and (run.table["status"] != OK).all():
+        raise SweepFailed(f"All {len(run.table)} cells of sweep {sweep.name!r} failed; first error: "
+                          f"{run.table['error'].iloc[0]}. See {folder.table_path}.")
+    return run
+
+
+def _run_locked(sweep: SweepSpec, params: list[ResolvedParams], sketch, folder: RunFolder,
+                workbench: Workbench | None, progress: bool) -> SweepRun:
+    """The sweep proper, with the folder's writer lock held."""
     sketch_sha = folder.prepare(sweep, sketch)
     wb = workbench or Workbench.from_preset(sweep.preset, library_dir=sweep.resolve_path(sweep.library)
                                             if sweep.library else folder.path / "library")
@@ -58,19 +73,15 @@ def run_sweep(spec: str | Path | dict | SweepSpec, out_dir: str | Path | None = 
     context = {"preset": sweep.preset, "sketch": sketch_sha}
     cells = Cells(params=params, labels=[cell_params(sweep, o).to_dict() for o in sweep.expand()],
                   ids=[cell_id(p, context) for p in params])
-    manifest = folder.write_manifest(_manifest(sweep, wb, sketch_sha))
+    folder.check_cells(cells.ids)
     runner = _Runner(wb, sweep, sketch, cells, folder)
+    manifest = folder.write_manifest({**_manifest(sweep, wb, sketch_sha), "rows_set_aside": runner.skipped})
     runner.run_all(progress)
+    # Styles another process added meanwhile may have been retrieved: the snapshot is taken again at the end.
+    manifest["library"]["styles"] = wb.library.snapshot()
+    folder.rewrite_manifest(manifest)
     table = folder.write_table(cells.ids, runner.rows)
-    run = SweepRun(out_dir=folder.path, table=table, manifest=manifest, cache_stats=wb.cache.stats())
-    if report:
-        from ..reports.html import write_report
-
-        run.report_path = write_report(run)
-    if len(table) and (table["status"] != OK).all():
-        raise SweepFailed(f"All {len(table)} cells of sweep {sweep.name!r} failed; first error: "
-                          f"{table['error'].iloc[0]}. See {folder.table_path}.")
-    return run
+    return SweepRun(out_dir=folder.path, table=table, manifest=manifest, cache_stats=wb.cache.stats())
 
 
 def _ingest_styles(wb: Workbench, sweep: SweepSpec) -> None:
@@ -131,7 +142,9 @@ class _Runner:
 
     def __init__(self, wb: Workbench, sweep: SweepSpec, sketch, cells: Cells, folder: RunFolder):
         self.wb, self.sweep, self.sketch, self.cells, self.folder = wb, sweep, sketch, cells, folder
-        self.rows = folder.rows()
+        # Damaged or foreign row files are set aside (their cells are made again) and named in the manifest.
+        self.skipped: list[str] = []
+        self.rows = folder.rows(self.skipped)
 
     def done(self) -> int:
         """How many cells have an ok row."""
@@ -177,6 +190,7 @@ class _Runner:
                 self._record(i, batch_no, status="failed", error=f"{type(exc).__name__}: {exc}")
             return
         seconds = (time.perf_counter() - t0) / len(chunk)
+        self.folder.keep_styles([s for s, _ in res.references])
         peak = torch.cuda.max_memory_allocated(self.wb.device) / 2**20 if cuda else _rss_mb()
         metrics, note = self._metrics(p, res)
         shared = {

@@ -13,9 +13,19 @@ SPEC = load_spec({"name": "t", "base": {"prompt": "x", "steps": 2, "size": 64}, 
 
 
 def _row(folder: RunFolder, index: int, status: str) -> dict:
+    """A row as the sweep writes it (an ok one with its image in cells/)."""
+    import hashlib
+
+    from sdrag.files import image_bytes
+
     p = Params(prompt="x", seed=index).resolved()
     row = new_row(index, cell_id(p, {"preset": "tiny", "sketch": "s"}), {"seed": index, "canny": [50, 150]}, p, 0)
     row.update(status=status)
+    if status == OK:
+        png = image_bytes(Image.new("RGB", (8, 8), (index, 0, 0)))
+        row.update(image=folder.write_cell(row["cell_id"], png), image_sha256=hashlib.sha256(png).hexdigest(),
+                   edges_sha256="0" * 64, batch_seeds=json.dumps([index]), references=references_text([]),
+                   memory=json.dumps({"attention_slicing": False}))
     folder.write_row(row)
     return row
 
@@ -32,7 +42,7 @@ def test_rows_table_and_manifest_round_trip(tmp_path):
     assert list(table.columns) == ROW_COLUMNS and list(table["cell"]) == [1, 0]  # in the order asked
     assert rows[ok["cell_id"]]["canny"] == "[50, 150]"  # non-scalar labels are stored as JSON text
     manifest = {"name": "t", "preset": "tiny", "sketch_sha256": sketch_sha, "spec": SPEC.to_dict(),
-                "versions": {}, "device": {}, "models": {}}
+                "versions": {}, "device": {}, "models": {}, "weights": {}, "library": {"styles": []}}
     folder.write_manifest(manifest)
     second = folder.write_manifest(manifest)
     assert len(second["history"]) == 2 and folder.read_manifest() == second
@@ -43,8 +53,8 @@ def test_rows_table_and_manifest_round_trip(tmp_path):
 def test_a_folder_of_another_sweep_or_sketch_is_refused(tmp_path):
     folder = RunFolder(tmp_path / "run")
     sketch_sha = folder.prepare(SPEC, Image.new("RGB", (8, 8), "white"))
-    folder.write_manifest({"preset": "tiny", "sketch_sha256": sketch_sha, "spec": {}, "versions": {}, "device": {},
-                           "models": {}})
+    folder.write_manifest({"name": "t", "preset": "tiny", "sketch_sha256": sketch_sha, "spec": {}, "versions": {},
+                           "device": {}, "models": {}, "weights": {}, "library": {"styles": []}})
     with pytest.raises(SweepError, match="would mix runs"):
         folder.prepare(SPEC, Image.new("RGB", (8, 8), "black"))
     folder.manifest_path.write_text("{not json")
@@ -61,7 +71,10 @@ def test_a_row_cannot_name_an_image_outside_cells(tmp_path, image):
 
 
 def test_references_are_json_and_old_rows_still_read():
-    refs = [("a1", 0.1 + 0.2), ("b2", 2 / 3)]
+    a, b = "0123456789abcdef", "fedcba9876543210"
+    refs = [(a, 0.1 + 0.2), (b, 2 / 3)]
     text = references_text(refs)
-    assert json.loads(text) == [["a1", 0.1 + 0.2], ["b2", 2 / 3]] and parse_references(text) == refs
-    assert parse_references("a1:0.30000000000000004;b2:0.6666666666666666") == refs
+    assert json.loads(text) == [[a, 0.1 + 0.2], [b, 2 / 3]] and parse_references(text) == refs
+    assert parse_references(f"{a}:0.30000000000000004;{b}:0.6666666666666666") == refs
+    with pytest.raises(ValueError):
+        parse_references('[["../x", 1.0]]')
