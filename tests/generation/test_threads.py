@@ -19,7 +19,7 @@ def _run(wb, sketch, kw):
     return np.asarray(wb.run(sketch, kw.pop("prompt"), **kw).image)
 
 
-@pytest.mark.parametrize("threads", [2, 3, 6])
+@pytest.mark.parametrize("threads", [2, 3, 4, 6])
 def test_concurrent_runs_equal_sequential_ones(wb, sketch, threads):
     alone = [_run(wb, sketch, kw) for kw in CALLS]
     together: list = [None] * len(CALLS)

@@ -289,3 +289,37 @@ def test_prompts_that_are_formulas_are_quoted_in_the_csv_and_exact_elsewhere(wb,
     assert sorted(json.loads(p.read_text())["prompt"] for p in (out / "rows").glob("*.json")) == sorted(FORMULAS)
     shutil.rmtree(out / "rows")
     assert sorted(RunFolder(out).open().table["prompt"]) == sorted(FORMULAS)  # back from the quoted CSV exactly
+
+
+# -- 5 (the sweep's side). styles added while a sweep runs are in its manifest --------------------------------
+
+@pytest.mark.parametrize("added", range(5))
+def test_styles_added_during_a_sweep_are_in_its_manifest(wb, tmp_path, monkeypatch, added):
+    import numpy as np
+    from PIL import Image
+
+    from sdrag.retrieval.library import StyleLibrary
+
+    lib_dir = tmp_path / "lib"
+    bench = sdrag.Workbench.from_preset("tiny", library_dir=lib_dir)
+    bench._generator, bench._embedder = wb.generator, wb.embedder  # the shared models: no second load
+    images = [tmp_path / f"new{k}.png" for k in range(added + 1)]
+    for k, path in enumerate(images):
+        Image.fromarray(np.full((32, 32, 3), 40 * k + 20 * added, np.uint8)).save(path)
+    original, calls = bench.generator.generate, []
+
+    def generate(*args, **kwargs):
+        if not calls:  # meanwhile, another writer adds styles to the same library folder
+            other = StyleLibrary(lib_dir, lambda: bench.embedder, bench.embedder_name)
+            for path in images:
+                other.add(path)
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(bench.generator, "generate", generate)
+    run = run_sweep({"base": dict(BASE), "batch": 1, "metrics": False, "axes": {"seed": [0, 1]}},
+                    out_dir=tmp_path / "run", workbench=bench, progress=False, report=False)
+    snapshot = {s["id"] for s in run.manifest["library"]["styles"]}
+    assert {s.id for s in bench.library.list()} == snapshot and len(snapshot) >= len(images) + 1
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["library"]["styles"] == \
+        run.manifest["library"]["styles"]
