@@ -7,8 +7,8 @@ import numpy as np
 from PIL import Image
 
 from ..images import ImageLike, fit_image, load_image
+from ..plotting import PLAIN_TEXT, plain_text_figures
 from .params import Params
-from .result import PLAIN_TEXT, plain_text_figures
 
 
 def canny_edges(

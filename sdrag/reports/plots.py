@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..generation.result import PLAIN_TEXT, plain_text_figures
+from ..plotting import PLAIN_TEXT, plain_text_figures
 from ..runs.folder import OK, SweepRun
 from ..runs.metrics import METRICS
 from .grids import grid_axes
