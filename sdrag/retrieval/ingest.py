@@ -76,11 +76,13 @@ class IngestReport:
 @dataclass
 class LibraryAccess:
     """What an ingest needs of a StyleLibrary: `session(op, write=False)` (the collection, held for one operation),
-    `embed(datas)` (image file bytes -> embedding rows) and `write(col, ids, vectors, metas, stored)` (upsert)."""
+    `embed(datas)` (image file bytes -> embedding rows), `write(col, ids, vectors, metas, stored)` (upsert) and
+    `writable()` (raises LibraryError for a read-only library, before anything is embedded for it)."""
 
     session: Callable[..., AbstractContextManager[Any]]
     embed: Callable[[list[bytes]], np.ndarray]
     write: Callable[[Any, list[str], np.ndarray, list[dict], dict[str, dict]], None]
+    writable: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -113,6 +115,8 @@ def ingest_folder(access: LibraryAccess, folder: str | Path, batch_size: int, pr
     with access.session("ingest") as col:
         existing = _all_metadata(col)
     plan = _plan(entries, existing, report)
+    if plan.updates or plan.todo:  # an ingest of unchanged files writes nothing, so it works on a read-only library
+        access.writable()
     _apply_updates(access, plan.updates, existing)
     _embed_and_store(access, plan.todo, report, batch_size, progress)
     _drop_stale(access, plan.current)

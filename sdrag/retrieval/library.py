@@ -101,7 +101,8 @@ class StyleLibrary:
         runs outside the library lock; each batch is written under it, so other processes can read and write
         in between, and a killed ingest keeps every batch it finished.
         """
-        access = LibraryAccess(self._session, lambda datas: self.embedder.embed_images(datas), self._write)
+        access = LibraryAccess(self._session, lambda datas: self.embedder.embed_images(datas), self._write,
+                               lambda: self._store.check_writable("ingest"))
         return ingest_folder(access, folder, batch_size, progress)
 
     def add(self, path: str | Path, name: str | None = None, caption: str = "", tags: Sequence[str] | str = (),
@@ -124,6 +125,7 @@ class StyleLibrary:
         problem = text_problem(meta)
         if problem:
             raise InputError(f"Cannot add {shown(file)}: {problem}.")
+        self._store.check_writable("add")
         vector = self.embedder.embed_images([image])
         with self._session("add", write=True) as col:
             self._write(col, [sha[:16]], vector, [meta])

@@ -1,8 +1,15 @@
 """Where a style library's ChromaDB lives and how processes share it: a folder under a file lock, or a server.
 
-A folder is used by one operation at a time across processes (an exclusive `flock` on `sdrag.lock`, held only
-for the operation); a `chroma run` server, named by its URL, serialises its clients itself. Either way the
-library code gets the same collection object.
+A folder is used by one operation at a time across processes (a `flock` on `sdrag.lock`, held only for the
+operation); a `chroma run` server, named by its URL, serialises its clients itself. Either way the library code
+gets the same collection, inside `Store.session`, which turns anything chroma raises there into one LibraryError
+with the fix (faults.py tells the failures apart).
+
+ChromaDB cannot open a database it may not write to ("attempt to write a readonly database" at start), so a
+read-only folder (a read-only mount, no write permission) is read through a private copy in the temp folder,
+made under a shared lock on the lock file opened read-only (or no lock where there is none and none can be made:
+then no writer of sdrag's can be using it either) and made again when the library changes. Nothing is written to
+such a folder, not even the lock record; writes to it are refused with the fix.
 """
 
 from __future__ import annotations
@@ -11,16 +18,21 @@ import contextlib
 import errno
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import LibraryError
+from .faults import DB_FILE, cached_system, failure, forget_system, from_chroma, is_failure, no_failure
 
 try:
     import fcntl
@@ -36,6 +48,7 @@ LOCK_TIMEOUT_S = 60.0
 _SYNC_THRESHOLD = 10**8
 _RECORD_BYTES = 128
 _URL = re.compile(r"^(https?):/{1,2}([^/?#\s]+?)/*$", re.IGNORECASE)
+_READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def server_url(location: Any) -> str | None:
@@ -56,12 +69,20 @@ def library_location(location: str | Path) -> str | Path:
     return server_url(location) or Path(location)
 
 
+@dataclass
+class _Hold:
+    """What holding a library folder found: the lock file (None: no lock) and why the folder is read-only ('')."""
+
+    fd: int | None
+    read_only: str = ""
+
+
 class Store:
     """This process's one chroma client for a library location, shared by every StyleLibrary on it.
 
     chroma caches one client system per folder per process, so instances must share it; it is reopened when
     another process has written, because an open client keeps serving (and would write back) its own stale
-    in-memory index.
+    in-memory index, when the database file was replaced, and after any chroma failure.
     """
 
     def __init__(self, location: str, url: str | None, embedder_name: str):
@@ -72,48 +93,84 @@ class Store:
         self.client: Any = None
         self.col: Any = None
         self.token: str | None = None
+        self.stamp: tuple | None = None  # which database file the client has open (and, read-only, which state)
+        self.read_only = ""  # why the folder is read-only; '' while it is writable
         self.mutex = threading.Lock()
+        self._path: str | None = None  # the folder chroma was given: the library's, or its private copy
+        self._copy: weakref.finalize | None = None
 
     @contextlib.contextmanager
     def session(self, op: str, write: bool, timeout: float) -> Iterator[Any]:
-        """Hold the library for one short operation and yield a collection that sees every committed write."""
+        """Hold the library for one short operation and yield a collection that sees every committed write.
+
+        Anything chroma raises, here or in the caller's block, leaves as one LibraryError (and the next session
+        opens a fresh client); KeyboardInterrupt, SystemExit and the caller's own errors pass unchanged.
+        """
         deadline = time.monotonic() + timeout
         if not self.mutex.acquire(timeout=timeout):
             raise self._busy(op, "another thread of this process", timeout)
         try:
-            with self._file_lock(op, deadline, timeout) as fd:
-                token = _read_token(fd) if fd is not None else None
-                if self.col is None or token != self.token:
-                    self._reopen()
-                    self.token = token
-                if fd is not None:
-                    if write:
-                        # Changed before writing, so a writer killed mid-write still makes others reopen.
-                        self.token = uuid.uuid4().hex
-                    _write_record(fd, self.token or "", op)
+            with self._file_lock(op, deadline, timeout) as hold:
+                if write and hold.read_only:
+                    raise self._read_only_error(op, hold.read_only)
                 try:
+                    self._sync(hold)
+                    if hold.fd is not None and not hold.read_only:
+                        if write:
+                            # Changed before writing, so a writer killed mid-write still makes others reopen.
+                            self.token = uuid.uuid4().hex
+                        _write_record(hold.fd, self.token or "", op)
                     yield self.col
-                except Exception as exc:
-                    if _is_backend_error(exc):
-                        raise self._backend_error(op, exc) from None
-                    raise
+                except BaseException as exc:
+                    if not from_chroma(exc):
+                        raise
+                    self.close()
+                    raise failure(f"ChromaDB failed during {op} on the style library at {self.location}", self.location,
+                                  self.url, exc) from None
         finally:
             self.mutex.release()
 
-    def _reopen(self) -> None:
-        try:
-            self._open()
-        except Exception as exc:  # chromadb raises many types for a bad folder or an absent server
-            self.close()
-            fix = ("start the server (`chroma run --path DIR --port PORT`) and check the URL" if self.url
-                   else "use a writable folder that only sdrag's ChromaDB uses")
-            raise LibraryError(f"Cannot open the style library at {self.location}: {exc}. Fix: {fix}.") from None
+    def check_writable(self, op: str) -> None:
+        """Raise the read-only LibraryError now if the last session found the folder read-only (before any work
+        that only a write could use); the write's own session checks again."""
+        if self.read_only and not self.url:
+            raise self._read_only_error(op, self.read_only)
 
-    def _open(self) -> None:
+    def _sync(self, hold: _Hold) -> None:
+        """Reopen the client if another process wrote, the database file changed, or it was never opened."""
+        token = _read_token(hold.fd) if hold.fd is not None else None
+        if (self.col is None or token != self.token or bool(hold.read_only) != bool(self.read_only)
+                or self._stamp(hold.read_only) != self.stamp):
+            self._reopen(hold.read_only)
+            self.token = token
+        self.read_only = hold.read_only
+
+    def _stamp(self, read_only: str) -> tuple | None:
+        """Which database file is there (and, for a read-only copy, which state of it); None for a server."""
+        if self.url:
+            return None
+        try:
+            st = os.stat(os.path.join(self.location, DB_FILE))
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) if read_only else (st.st_dev, st.st_ino)
+
+    def _reopen(self, read_only: str) -> None:
+        self.close()
+        path = self._private_copy() if read_only else self.location
+        try:
+            self._open(path)
+        except BaseException as exc:  # chromadb raises many types for a bad folder or an absent server, and panics
+            if not is_failure(exc):
+                raise
+            self.close()
+            raise failure(f"Cannot open the style library at {self.location}", self.location, self.url, exc) from None
+        self.stamp = self._stamp(read_only)
+
+    def _open(self, path: str) -> None:
         import chromadb
         from chromadb.config import Settings
 
-        self.close()
         # Telemetry off: sdrag promises zero network calls offline.
         settings = Settings(anonymized_telemetry=False, allow_reset=False)
         if self.url:
@@ -122,7 +179,14 @@ class Store:
             client = chromadb.HttpClient(host=parts.hostname or "localhost", port=parts.port or (443 if https else 80),
                                          ssl=https, settings=settings)
         else:
-            client = chromadb.PersistentClient(path=self.location, settings=settings)
+            self._path = path
+            cached = cached_system(path)
+            try:
+                client = chromadb.PersistentClient(path=path, settings=settings)
+            except BaseException:
+                if not cached:  # the broken system its failed start left behind is ours alone
+                    forget_system(path, force=True)
+                raise
         try:
             col = client.get_or_create_collection(
                 COLLECTION, embedding_function=None,
@@ -133,39 +197,62 @@ class Store:
             if (hnsw.get("sync_threshold") or 0) < _SYNC_THRESHOLD:  # a library made before sdrag set it
                 col.modify(configuration={"hnsw": {"sync_threshold": _SYNC_THRESHOLD}})
         except BaseException:
-            client.close()
+            with no_failure():
+                client.close()
             raise
         self.client, self.col = client, col
 
+    def _private_copy(self) -> str:
+        """Copy the read-only folder into a fresh temp folder (removed on the next reopen or at exit)."""
+        tmp = tempfile.mkdtemp(prefix="sdrag-read-only-library-")
+        self._copy = weakref.finalize(self, shutil.rmtree, tmp, True)
+        dest = os.path.join(tmp, "library")
+        try:
+            _copy_tree(self.location, dest)
+        except OSError as exc:
+            raise LibraryError(
+                f"Cannot read the read-only style library at {self.location} ({exc.strerror or exc}: {exc.filename})."
+                " Fix: make its files readable to you, or copy it somewhere writable and use that folder."
+            ) from None
+        return dest
+
     def close(self) -> None:
-        """Drop the client (the next session opens a fresh one)."""
+        """Drop the client (the next session opens a fresh one), and a read-only library's private copy."""
         if self.client is not None:
-            with contextlib.suppress(Exception):
+            with no_failure():
                 self.client.close()
         self.client = self.col = None
+        if self._path is not None:
+            forget_system(self._path)
+            self._path = None
+        if self._copy is not None:
+            self._copy()
+            self._copy = None
 
     @contextlib.contextmanager
-    def _file_lock(self, op: str, deadline: float, timeout: float) -> Iterator[int | None]:
+    def _file_lock(self, op: str, deadline: float, timeout: float) -> Iterator[_Hold]:
         if self.url:
-            yield None  # a server serialises its clients itself
+            yield _Hold(None)  # a server serialises its clients itself
             return
+        read_only = _read_only_reason(self.location)
         if fcntl is None:
             warnings.warn(f"No file locks on this system: run only one process on the style library at {self.location}"
                           " at a time, or serve it with `chroma run`.", RuntimeWarning, stacklevel=5)
-            yield None
+            yield _Hold(None, read_only)
             return
         lock = Path(self.location) / LOCK_FILE
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            raise LibraryError(
-                f"Cannot open the library lock file {lock}: {exc.strerror}. Fix: use a library folder you can write to."
-            ) from None
+        fd, read_only = self._open_lock(lock, read_only)
+        if fd is None:
+            yield _Hold(None, read_only)
+            return
+        # Shared where the folder is read-only: it keeps writers out all the same, and some file systems (NFS)
+        # give an exclusive lock only to a file opened for writing.
+        mode = fcntl.LOCK_SH if read_only else fcntl.LOCK_EX
         try:
             delay = 0.001
             while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
@@ -173,14 +260,39 @@ class Store:
                     time.sleep(delay)
                     delay = min(delay * 2, 0.05)
                 except OSError as exc:
-                    if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EBADF):
                         raise
                     warnings.warn(f"The file system of {lock} does not support locks ({exc.strerror}): run only one"
                                   " process on this style library at a time.", RuntimeWarning, stacklevel=5)
                     break
-            yield fd
+            yield _Hold(fd, read_only)
         finally:
             os.close(fd)  # releases the lock, also on a crash or kill
+
+    def _open_lock(self, lock: Path, read_only: str) -> tuple[int | None, str]:
+        """The lock file, opened for writing where the folder is writable and read-only where it is not (flock
+        works on either); None where a read-only folder has none, as then no writer of sdrag's can be using it
+        either. Also returns why the folder is read-only ('' where it is writable)."""
+        if not read_only:
+            try:
+                return os.open(lock, os.O_RDWR | os.O_CREAT, 0o666), ""
+            except OSError as exc:
+                if exc.errno not in _READ_ONLY_ERRNOS:
+                    raise self._lock_error(lock, exc) from None
+                read_only = f"{lock} cannot be opened for writing: {exc.strerror}"
+        try:
+            return os.open(lock, os.O_RDONLY), read_only
+        except FileNotFoundError:
+            return None, read_only
+        except OSError as exc:
+            raise self._lock_error(lock, exc) from None
+
+    def _lock_error(self, lock: Path, exc: OSError) -> LibraryError:
+        if not os.path.isdir(self.location):
+            return LibraryError(f"The style library folder {self.location} is missing or not a folder"
+                                f" ({exc.strerror}). Fix: use a writable folder that only sdrag's ChromaDB uses.")
+        return LibraryError(f"Cannot open the library lock file {lock}: {exc.strerror}. Fix: use a library folder"
+                            " you can read and write.")
 
     def _busy(self, op: str, holder: str, timeout: float) -> LibraryError:
         return LibraryError(
@@ -190,13 +302,12 @@ class Store:
             f" {self.location} --port 8000` and use 'http://127.0.0.1:8000' as the library."
         )
 
-    def _backend_error(self, op: str, exc: Exception) -> LibraryError:
-        if self.url:
-            fix = "check that the chroma server is running and reachable, then retry"
-        else:
-            fix = ("retry; if it fails again the index is damaged: move the folder aside and ingest the styles again"
-                   " (ids are content hashes, so nothing else changes)")
-        return LibraryError(f"ChromaDB failed during {op} on the style library at {self.location}: {exc}. Fix: {fix}.")
+    def _read_only_error(self, op: str, why: str) -> LibraryError:
+        return LibraryError(
+            f"The style library at {self.location} is read-only ({why}), so this {op} cannot write to it; searching"
+            f" and reading it work. Fix: copy it somewhere writable (`cp -r {self.location} NEW_FOLDER`) and use"
+            " that folder as the library, or make this one writable."
+        )
 
 
 _STORES: dict[str, Store] = {}
@@ -214,7 +325,7 @@ def store_for(location: str, url: str | None, embedder_name: str) -> Store:
 
 # -- lock file ------------------------------------------------------------------------------------------
 # One fixed-size record: a token that every write changes (so other processes know to reopen), then who holds
-# the lock now (for the message when another process waits too long).
+# the lock now (for the message when another process waits too long). Only a writable folder's is written.
 
 
 def _read_token(fd: int) -> str:
@@ -236,13 +347,30 @@ def _holder(fd: int) -> str:
     return f"process {pid} ({op}, since {day} {clock})"
 
 
-def _is_backend_error(exc: Exception) -> bool:
-    from chromadb.errors import ChromaError
+# -- read-only folders ----------------------------------------------------------------------------------
 
-    if isinstance(exc, ChromaError):
-        return True
+
+def _read_only_reason(folder: str) -> str:
+    """Why sdrag cannot write the library folder (a read-only file system, no write permission), or ''."""
     try:
-        import httpx
-    except ImportError:  # pragma: no cover - chromadb depends on httpx
-        return False
-    return isinstance(exc, httpx.HTTPError)
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only file system"
+    except (OSError, AttributeError):  # no folder (reported by the lock), or no statvfs (Windows)
+        pass
+    for path in (folder, os.path.join(folder, DB_FILE)):
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            return f"no write permission on {path}"
+    return ""
+
+
+def _copy_tree(src: str, dest: str) -> None:
+    """Copy a library folder (not its lock file) with fresh, writable permissions; any unreadable part raises."""
+    def fail(exc: OSError) -> None:
+        raise exc
+
+    for root, _dirs, files in os.walk(src, onerror=fail):
+        rel = os.path.relpath(root, src)
+        os.makedirs(os.path.join(dest, rel), exist_ok=True)
+        for name in files:
+            if not (rel == "." and name == LOCK_FILE):
+                shutil.copyfile(os.path.join(root, name), os.path.join(dest, rel, name))
