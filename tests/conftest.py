@@ -45,6 +45,17 @@ def wb(tmp_path_factory):
     return bench.load()
 
 
+def noise_styles(folder: Path, n: int, seed: int, side: int = 24) -> Path:
+    """`n` distinct small noise images in `folder`: cheap to embed, each a different content hash."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / f"s{seed}_{i:03d}.png")
+    return folder
+
+
 def upload(widget, data: bytes, name: str = "sketch.png") -> None:
     """Put `data` into a FileUpload widget as a browser upload does."""
     import datetime

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from conftest import noise_styles
 
 from sdrag import LibraryError
 from sdrag.retrieval import store
@@ -68,19 +68,11 @@ def _open(path: Path) -> StyleLibrary:
     return StyleLibrary(path, lambda: EMBEDDER, NAME, lock_timeout=10)
 
 
-def _styles(folder: Path, n: int, seed: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"s{i}.png")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """A library of N_STYLES styles (closed), the folder they came from, and their ids."""
     root = tmp_path_factory.mktemp("template")
-    styles = _styles(root / "styles", N_STYLES, 0)
+    styles = noise_styles(root / "styles", N_STYLES, 0, side=8)
     library = _open(root / "db")
     library.ingest(styles, progress=False)
     ids = sorted(s.id for s in library.list())
@@ -103,7 +95,7 @@ OPERATIONS = {
     "vectors": lambda lib, styles, ids: lib.vectors(ids[:2]),
     "snapshot": lambda lib, styles, ids: lib.snapshot(),
     "ingest": lambda lib, styles, ids: lib.ingest(styles, progress=False),
-    "add": lambda lib, styles, ids: lib.add(styles / "s1.png", name="renamed"),
+    "add": lambda lib, styles, ids: lib.add(styles / "s0_001.png", name="renamed"),
     "remove": lambda lib, styles, ids: lib.remove(ids[-1]),
 }
 
@@ -260,7 +252,7 @@ INDEX_DAMAGE = {
 # fault, which no Python code can catch) or misread memory, so each case runs in a child process.
 INDEX_CHILD = """
 import json, sys
-sys.path.insert(0, sys.argv[4])
+sys.path[:0] = [sys.argv[4], sys.argv[4] + "/.."]  # this folder, and tests/ for conftest
 from pathlib import Path
 from test_library_faults import _run_everything
 errors = _run_everything(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(","))
@@ -328,8 +320,8 @@ CALLS = {
     "count": ("_count", lambda lib, path, styles: len(lib)),
     "list (get)": ("_get", lambda lib, path, styles: lib.list()),
     "search (query)": ("_query", lambda lib, path, styles: lib.search("ink", k=2)),
-    "add (upsert)": ("_upsert", lambda lib, path, styles: lib.add(styles / "s1.png", name="renamed")),
-    "add (batch size)": ("get_max_batch_size", lambda lib, path, styles: lib.add(styles / "s1.png", name="x")),
+    "add (upsert)": ("_upsert", lambda lib, path, styles: lib.add(styles / "s0_001.png", name="renamed")),
+    "add (batch size)": ("get_max_batch_size", lambda lib, path, styles: lib.add(styles / "s0_001.png", name="x")),
     "ingest (update)": ("_update", lambda lib, path, styles: lib.ingest(_moved(styles, path), progress=False)),
     "remove (delete)": ("_delete", lambda lib, path, styles: lib.remove(lib.list()[0].id)),
 }
@@ -442,10 +434,11 @@ READS = {
     "ingest of unchanged files": lambda lib, ids, styles: not lib.ingest(styles, progress=False).added,
 }
 WRITES = {
-    "ingest of new files": lambda lib, ids, styles: lib.ingest(_styles(styles.parent / "new", 2, 9), progress=False),
+    "ingest of new files": lambda lib, ids, styles: lib.ingest(noise_styles(styles.parent / "new", 2, 9, side=8),
+                                                               progress=False),
     "ingest of moved files": lambda lib, ids, styles: lib.ingest(_moved(styles, styles.parent / "x"),
                                                                  progress=False),
-    "add": lambda lib, ids, styles: lib.add(styles / "s1.png", name="renamed"),
+    "add": lambda lib, ids, styles: lib.add(styles / "s0_001.png", name="renamed"),
     "remove": lambda lib, ids, styles: lib.remove(ids[0]),
 }
 
@@ -502,7 +495,7 @@ def test_a_write_to_a_read_only_library_is_refused_with_the_fix(op, read_only, t
 # bind-mounts the folder read-only; where neither can be made, the case is skipped.
 CHILD = """
 import sys
-sys.path.insert(0, sys.argv[4])
+sys.path[:0] = [sys.argv[4], sys.argv[4] + "/.."]  # this folder, and tests/ for conftest
 from pathlib import Path
 from test_library_faults import READS, WRITES, READ_ONLY, COPY_IT, _open
 from sdrag import LibraryError

@@ -10,9 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import free_port
+from conftest import free_port, noise_styles
 from PIL import Image
 
 import sdrag
@@ -59,15 +58,6 @@ def clip():
     return ClipEmbedder(plan(get_spec("tiny"), dtype)["clip"], device, dtype)
 
 
-def _styles(folder: Path, n: int, seed: int) -> Path:
-    """`n` distinct small noise images: cheap to embed, each a different content hash."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(folder / f"s{seed}_{i:03d}.png")
-    return folder
-
-
 def _ingest(library: Path | str, folder: Path, batch: int = 2, announce: bool = False) -> subprocess.Popen:
     args = [sys.executable, "-c", INGEST, str(library), str(folder), str(batch), NAME] + ["announce"] * announce
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -79,7 +69,7 @@ def _wait_ready(proc: subprocess.Popen) -> None:
 
 
 def test_two_processes_ingesting_into_one_folder_lose_nothing(tmp_path, clip):
-    a, b = _styles(tmp_path / "a", 30, 1), _styles(tmp_path / "b", 30, 2)
+    a, b = noise_styles(tmp_path / "a", 30, 1), noise_styles(tmp_path / "b", 30, 2)
     db = tmp_path / "db"
     # Two notebooks ingesting the same folder, and a third process another one, all at once.
     procs = [_ingest(db, a), _ingest(db, b), _ingest(db, a)]
@@ -97,7 +87,7 @@ def test_two_processes_ingesting_into_one_folder_lose_nothing(tmp_path, clip):
 
 
 def test_kill_9_during_ingest_then_the_library_reopens_and_reingest_completes(tmp_path, clip):
-    folder, db = _styles(tmp_path / "styles", 120, 4), tmp_path / "db"
+    folder, db = noise_styles(tmp_path / "styles", 120, 4), tmp_path / "db"
     seed = random.randrange(10**6)
     rng = random.Random(seed)
     stored = [0]
@@ -168,7 +158,7 @@ def chroma_server(tmp_path):
 
 def test_many_writers_through_a_chroma_server_selected_by_configuration(tmp_path, clip, chroma_server,
                                                                         monkeypatch):
-    folders = [_styles(tmp_path / f"w{i}", 12, 10 + i) for i in range(3)]
+    folders = [noise_styles(tmp_path / f"w{i}", 12, 10 + i) for i in range(3)]
     procs = [_ingest(chroma_server, f) for f in folders]
     for p in procs:
         out, err = p.communicate(timeout=240)
@@ -197,7 +187,7 @@ def test_without_file_locks_the_library_works_and_warns(tmp_path, clip, monkeypa
     import sdrag.retrieval.store
 
     monkeypatch.setattr(sdrag.retrieval.store, "fcntl", None)  # as on Windows
-    folder = _styles(tmp_path / "styles", 3, 5)
+    folder = noise_styles(tmp_path / "styles", 3, 5)
     with pytest.warns(RuntimeWarning, match="only one process.*chroma run"):
         library = StyleLibrary(tmp_path / "db", lambda: clip, NAME)
         assert len(library.ingest(folder, progress=False).added) == 3
