@@ -134,9 +134,10 @@ class RunFolder:
                 " into it would mix runs. Fix: pass another out_dir."
             )
 
-    def check_cells(self, ids: list[str]) -> None:
-        """Refuse to run a spec that would leave this folder's finished cells out of its table and report."""
-        foreign = sorted(set(self.rows()) - set(ids))
+    def check_cells(self, ids: list[str], rows: dict[str, dict]) -> None:
+        """Refuse to run a spec that would leave this folder's finished cells (`rows()`) out of its table and
+        report."""
+        foreign = sorted(set(rows) - set(ids))
         if foreign:
             raise SweepError(
                 f"{self.path} holds {len(foreign)} cell(s) of another spec (e.g. {foreign[0]}) that this spec does"
@@ -222,6 +223,13 @@ class RunFolder:
             if row["status"] == OK or name_id not in rows:
                 rows[name_id] = row
         return rows
+
+    def finished_row(self, cid: str) -> dict | None:
+        """The intact ok row of one cell (what `rows()` would give for it), reading only that row and its image."""
+        if not CELL_ID.fullmatch(cid):
+            return None
+        row, problem = self._read_row(self.path / "rows" / f"{cid}.json", cid)
+        return row if not problem and row["status"] == OK else None
 
     def _read_row(self, path: Path, name_id: str) -> tuple[dict | None, str]:
         try:

@@ -73,8 +73,8 @@ def _run_locked(sweep: SweepSpec, params: list[ResolvedParams], sketch, folder: 
     context = {"preset": sweep.preset, "sketch": sketch_sha}
     cells = Cells(params=params, labels=[cell_params(sweep, o).to_dict() for o in sweep.expand()],
                   ids=[cell_id(p, context) for p in params])
-    folder.check_cells(cells.ids)
     runner = _Runner(wb, sweep, sketch, cells, folder)
+    folder.check_cells(cells.ids, runner.rows)
     manifest = folder.write_manifest({**_manifest(sweep, wb, sketch_sha), "rows_set_aside": runner.skipped})
     runner.run_all(progress)
     # Styles another process added meanwhile may have been retrieved: the snapshot is taken again at the end.

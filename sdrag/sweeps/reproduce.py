@@ -12,7 +12,7 @@ from ..files import image_bytes, pixels_sha256
 from ..generation.memory import MemoryOptions
 from ..generation.params import Params
 from ..generation.workbench import Workbench
-from ..runs.folder import OK, RunFolder, parse_references
+from ..runs.folder import RunFolder, parse_references
 from ..runs.spec import SweepError
 
 
@@ -26,8 +26,8 @@ def reproduce(run_dir: str | Path, cell: str, workbench: Workbench | None = None
 
     folder = RunFolder(run_dir)
     manifest = folder.read_manifest()
-    row = folder.rows().get(str(cell))
-    if row is None or row["status"] != OK:
+    row = folder.finished_row(str(cell))
+    if row is None:
         raise SweepError(f"No finished cell {str(cell)[:40]!r} in {folder.path}. Fix: pick a cell_id from"
                          " results.csv.")
     resolved = json.loads(row["resolved"])
