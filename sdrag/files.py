@@ -66,9 +66,9 @@ def pixels_sha256(image: Image.Image) -> str:
     return hashlib.sha256(image.tobytes()).hexdigest()
 
 
-def data_uri(png: bytes) -> str:
-    """A PNG as a data URI, so an HTML page or widget shows it with nothing fetched."""
-    return f"data:image/png;base64,{base64.b64encode(png).decode()}"
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    """A file's bytes (a PNG unless told) as a data URI, so an HTML page or widget shows it with nothing fetched."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def atomic_save_image(image: Image.Image, path: str | os.PathLike, **save_kwargs: Any) -> Path:

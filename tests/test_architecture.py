@@ -47,11 +47,11 @@ def test_every_public_name_resolves_and_old_import_paths_still_work():
     with pytest.raises(AttributeError):
         _ = sdrag.no_such_name
     from sdrag import report, sweep, ui
-    from sdrag.app import widgets
+    from sdrag.app import studio
     from sdrag.reports.compare import compare_runs
     from sdrag.sweeps.engine import run_sweep
 
-    assert ui.RagStudio is widgets.RagStudio and report.compare_runs is compare_runs
+    assert ui.RagStudio is studio.RagStudio and report.compare_runs is compare_runs
     assert sweep.run_sweep is run_sweep is sdrag.run_sweep and sweep.load_spec is sdrag.load_spec
 
 

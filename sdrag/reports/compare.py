@@ -1,24 +1,25 @@
-"""Comparing sweeps: metric means per run on the parameter combinations they share, and grids side by side."""
+"""Comparing sweeps: metric means per run on the parameter combinations they share, and one explorer page
+with the runs side by side (a "run" axis, per-cell difference pictures and metric deltas)."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ..files import atomic_write_bytes
 from ..runs.folder import OK, load_run, varying_params
 from ..runs.metrics import METRICS
 from ..runs.spec import SweepError
-from .grids import grid_pages
-from .html import html_page, html_table, img_tag, png
+from .explore import sort_key
 
 
-def compare_runs(run_dirs, out_path: str | Path | None = None) -> pd.DataFrame:
-    """Compare sweeps on the parameter combinations they share: metric means per run and deltas to the first.
+def compare_runs(run_dirs, out_path: str | Path | None = None, *, standalone: bool = False) -> pd.DataFrame:
+    """Compare sweeps on the parameter combinations they share: metric means per run and deltas to the first,
+    rows ordered by value (numbers as numbers).
 
-    With `out_path`, also write a self-contained HTML page with each run's grids side by side.
+    With `out_path`, also write an explorer page with the runs side by side (`standalone`: one file holding
+    every image).
     """
     runs = [load_run(d) for d in run_dirs]
     if len(runs) < 2:
@@ -28,7 +29,7 @@ def compare_runs(run_dirs, out_path: str | Path | None = None) -> pd.DataFrame:
     for i, run in enumerate(runs):
         ok = run.table[run.table["status"] == OK].copy()
         for k in keys:
-            ok[k] = ok[k].astype(str) if k in ok else ""
+            ok[k] = ok[k].map(_text) if k in ok else ""
         means = ok.groupby(keys or ["prompt"], sort=False)[list(METRICS)].mean()
         means.columns = [f"{c}[{i}]" for c in means.columns]
         merged = means if merged is None else merged.join(means, how="outer")
@@ -36,20 +37,24 @@ def compare_runs(run_dirs, out_path: str | Path | None = None) -> pd.DataFrame:
         for i in range(1, len(runs)):
             merged[f"{metric} delta[{i}-0]"] = merged[f"{metric}[{i}]"] - merged[f"{metric}[0]"]
     merged = merged.reset_index()
+    if keys:
+        order = sorted(range(len(merged)), key=lambda n: tuple(sort_key(merged[k].iloc[n]) for k in keys))
+        merged = merged.iloc[order].reset_index(drop=True)
     if out_path is not None:
-        names = [f"[{i}] {r.manifest['name']}" for i, r in enumerate(runs)]
-        heads = "".join(f"<th>{html.escape(name)}</th>" for name in names)
-        pages = [{page.key: (page.title, img) for page, img in grid_pages(r)} for r in runs]
-        rows = []
-        for key in dict.fromkeys(k for p in pages for k in p):
-            # The same page of every run in one row, so equal axes line up side by side.
-            cells = "".join(f"<td>{img_tag(png(p[key][1]), p[key][0]) if key in p else 'not in this run'}</td>"
-                            for p in pages)
-            rows.append(f"<tr><th>{html.escape(key or 'all cells')}</th>{cells}</tr>")
-        folders = "".join(f"<li>[{i}] {html.escape(str(r.out_dir))}</li>" for i, r in enumerate(runs))
-        body = (f"<h1>Sweep comparison</h1><ul>{folders}</ul><h2>Metrics (deltas to run 0)</h2>"
-                + html_table(merged) + f"<h2>Grids</h2><table><tr><th></th>{heads}</tr>" + "".join(rows)
-                + "</table>")
-        atomic_write_bytes(Path(out_path), html_page("sdrag comparison", body))
+        from .explorer import write_explorer
+
+        write_explorer(runs, Path(out_path), title="sdrag comparison", standalone=standalone)
     return merged
 
+
+def _text(value) -> str:
+    from .explore import axis_label
+
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else axis_label(value)
+
+
+def identical(comparison: pd.DataFrame, tolerance: float = 0.0) -> bool:
+    """Whether every metric delta of a `compare_runs` table is zero (within `tolerance`) on shared cells."""
+    deltas = comparison[[c for c in comparison if " delta[" in c]].to_numpy(dtype=float)
+    shared = deltas[np.isfinite(deltas)]
+    return bool(shared.size) and bool((np.abs(shared) <= tolerance).all())

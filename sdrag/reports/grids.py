@@ -1,9 +1,8 @@
-"""Grids of a sweep's images, labelled like the X/Y/Z plot: X and Y are the first two dimensions, one page per
-value of the others."""
+"""Grids of a sweep's images for papers, labelled like the X/Y/Z plot: X and Y are the first two dimensions (seeds
+side by side within X), one page per value of the others."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +11,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import SdragError
 from ..runs.folder import OK, RunFolder, SweepRun
-from ..runs.spec import CANNY_SIDES, grid_dims
+from ..runs.spec import grid_dims
+from .explore import axis_label, param_value
 
 # The guard: no grid image grows past this many pixels a side; more values spill onto further pages.
 MAX_GRID_PX = 4096
@@ -23,24 +23,10 @@ LABEL_W = 170
 TOP_PX = LINE_H * 6
 
 
-def _label(value) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return format(value, ".10g")
-    return json.dumps(value)
-
-
-def _value(row: dict, name: str):
-    if name in CANNY_SIDES:
-        return json.loads(row["canny"])[CANNY_SIDES[name]]
-    return row[name]
-
-
 def _key(row: dict, names: list[str], named: bool = True) -> str:
     """How one row reads on a grid dimension: 'name: value' per name (values only with named=False)."""
-    return ", ".join(f"{n}: {_label(_value(row, n))}" if named or len(names) > 1 else _label(_value(row, n))
-                     for n in names)
+    return ", ".join(f"{n}: {axis_label(param_value(row, n))}" if named or len(names) > 1
+                     else axis_label(param_value(row, n)) for n in names)
 
 
 def grid_axes(run: SweepRun, named: bool = True) -> tuple[list[list[str]], pd.DataFrame]:
@@ -136,6 +122,11 @@ def grid_layout(run: SweepRun, cell: int | None = None) -> list[GridPage]:
     others; an axis too long for MAX_GRID_PX a side continues on further pages. Every cell has one place."""
     dims, keys = grid_axes(run)
     cell = cell or _cell_px(run)
+    if len(dims) > 2 and dims[-1] == ["seed"]:
+        # Seeds side by side: they share X with the first dimension instead of each taking pages of its own.
+        keys["dim0"] = keys["dim0"] + " · " + keys[f"dim{len(dims) - 1}"]
+        keys = keys.drop(columns=f"dim{len(dims) - 1}")
+        dims = dims[:-1]
     x = keys["dim0"] if dims else pd.Series([""] * len(keys), index=keys.index, dtype=object)
     y = keys["dim1"] if len(dims) > 1 else None
     xs, ys = _unique(x), _unique(y)

@@ -1,23 +1,22 @@
-"""The sweep report: one self-contained HTML page (grids, metrics, tables, provenance; every user string escaped)."""
+"""The sweep report: report.html, an explorer over the run folder's cells (opens from disk, fetches nothing but
+the folder's own thumbnails), plus the grid PNG pages for papers. Every user string is escaped."""
 
 from __future__ import annotations
 
 import html
 import io
-import json
 from pathlib import Path
 
-import pandas as pd
 from PIL import Image
 
-from ..files import atomic_write_bytes, data_uri, image_bytes
-from ..runs.folder import OK, SweepRun, varying_params
-from ..runs.metrics import METRICS
+from ..files import atomic_write_bytes, image_bytes
+from ..runs.folder import SweepRun, load_run
+from .explorer import write_explorer
 from .grids import grid_pages
-from .plots import heatmaps, pareto
 
 
 def png(fig_or_img) -> bytes:
+    """PNG bytes of a PIL image or a matplotlib figure (which is closed)."""
     if isinstance(fig_or_img, Image.Image):
         return image_bytes(fig_or_img)
     import matplotlib.pyplot as plt
@@ -28,60 +27,32 @@ def png(fig_or_img) -> bytes:
     return buf.getvalue()
 
 
-def img_tag(data: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="{data_uri(data)}">'
-
-
-def _result_columns(table: pd.DataFrame) -> list[str]:
-    keep = ["cell_id", "status", "error", *varying_params(table), "references", "retrieved", *METRICS, "seconds",
-            "peak_mem_mb"]
-    return list(dict.fromkeys(c for c in keep if c in table))
-
-
-def html_table(frame: pd.DataFrame) -> str:
-    shown = frame.astype(object).where(frame.notna(), "")
-    return shown.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}")
-
-
-def write_report(run: SweepRun) -> Path:
-    """Write grids as PNGs and one self-contained report.html (no server, every user string escaped)."""
+def write_grid_pages(run: SweepRun) -> list[tuple[str, str]]:
+    """Write the X/Y/Z grid pages as grid_NN.png beside the report; return (file name, title) per page."""
     out = run.out_dir
-    parts = [f"<h1>sweep {html.escape(run.manifest['name'])}</h1>"]
-    table = run.table
-    failed = int((table["status"] != OK).sum())
-    parts.append(f"<p>{len(table)} cells, {failed} failed. Preset {html.escape(str(run.manifest['preset']))},"
-                 f" device {html.escape(json.dumps(run.manifest['device']))}.</p>")
-    parts.append("<h2>Grids</h2>")
     pages = grid_pages(run)
+    written = []
     for n, (page, img) in enumerate(pages):
-        data = png(img)
-        atomic_write_bytes(out / f"grid_{n:02d}.png", data)
-        parts.append(f"<h3>{html.escape(page.title)}</h3>{img_tag(data, page.title)}")
+        atomic_write_bytes(out / f"grid_{n:02d}.png", png(img))
+        written.append((f"grid_{n:02d}.png", page.title))
     for stale in out.glob("grid_*.png"):
         # Pages a previous report had beyond this one's count would otherwise pass for current ones.
         if stale.stem[5:].isdigit() and int(stale.stem[5:]) >= len(pages):
             stale.unlink()
-    if failed:
-        parts.append("<h2>Failed cells</h2>" + html_table(table.loc[table["status"] != OK, _result_columns(table)]))
-    maps = heatmaps(run)
-    if maps:
-        parts.append("<h2>Metrics</h2>" + "".join(img_tag(png(fig), m) for m, fig in maps))
-    fig = pareto(run)
-    if fig is not None:
-        parts.append("<h2>Style vs structure</h2>" + img_tag(png(fig), "pareto"))
-    summary = run.summary()
-    if len(summary):
-        parts.append("<h2>Mean and std over seeds</h2>" + html_table(summary))
-    parts.append("<h2>Results</h2><p>Every column, and the resolved parameters of each cell, are in"
-                 " results.csv beside this file.</p>" + html_table(table[_result_columns(table)]))
-    parts.append("<h2>Provenance</h2><pre>" + html.escape(json.dumps(run.manifest, indent=2)) + "</pre>")
-    return atomic_write_bytes(out / "report.html", html_page(f"sdrag sweep {run.manifest['name']}", "\n".join(parts)))
+    return written
 
 
-def html_page(title: str, body: str) -> bytes:
-    """A self-contained HTML page: inline style, images as data URIs, nothing fetched."""
-    return ("<!doctype html><html><head><meta charset='utf-8'>"
-            f"<title>{html.escape(title)}</title><style>"
-            "body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;font-size:12px}"
-            "td,th{border:1px solid #ccc;padding:2px 4px;vertical-align:top} img{max-width:100%}</style></head>"
-            f"<body>{body}</body></html>").encode()
+def write_report(run: SweepRun) -> Path:
+    """Write the run's grid pages and its report.html (the explorer, reading thumbnails from the folder)."""
+    pages = write_grid_pages(run)
+    links = "".join(f"<li><a href='{html.escape(name)}'>{html.escape(name)}</a> — {html.escape(title)}</li>"
+                    for name, title in pages)
+    extra = f"<section><h2>Grid pages (PNG, for papers)</h2><ul>{links}</ul></section>" if pages else ""
+    return write_explorer([run], run.report_path if run.report_path else run.out_dir / "report.html",
+                          title=f"sdrag sweep {run.manifest['name']}", extra=extra)
+
+
+def write_standalone(run_dir: str | Path, out_path: str | Path) -> Path:
+    """Write one self-contained HTML file of a (small) run to share: the explorer with every image inside."""
+    return write_explorer([load_run(run_dir)], Path(out_path), title=f"sdrag sweep {Path(run_dir).name}",
+                          standalone=True)

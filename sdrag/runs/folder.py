@@ -2,7 +2,9 @@
 
     <run>/manifest.json     what ran: spec, preset, sketch hash, versions, device, weights, library (+ history)
     <run>/sketch.png        the sketch every cell was drawn from
-    <run>/styles/<id>.*     a copy of every style image a cell used (so the folder alone reproduces it)
+    <run>/styles/<id>.*     a copy of every style image a cell used (so the folder alone reproduces it), and
+    <run>/styles/<id>.json  its name, caption and tags as the library had them
+    <run>/thumbs/           small JPEGs of cells and styles for the explorer, named by content (runs/thumbs.py)
     <run>/rows/<id>.json    one finished cell each (<id>.failed.json for a failure, never replacing an ok row)
     <run>/cells/<id>.png    one image per finished cell
     <run>/results.csv       every row in spec order, for people and spreadsheets (rows/ is what sdrag reads)
@@ -170,11 +172,15 @@ class RunFolder:
         atomic_write_json(self.path / "rows" / f"{row['cell_id']}{suffix}", row)
 
     def keep_styles(self, styles: list) -> None:
-        """Copy the image of each style (a retrieval Style) that the folder does not hold yet."""
+        """Copy the image and the name, caption and tags of each style (a retrieval Style) the folder lacks."""
         for style in styles:
-            if not list((self.path / "styles").glob(f"{style.id}.*")):
+            if self.style_file(style.id) is None:
                 suffix = Path(style.path).suffix.lower() or ".png"
                 atomic_write_bytes(self.path / "styles" / f"{style.id}{suffix}", Path(style.path).read_bytes())
+            if not (self.path / "styles" / f"{style.id}.json").is_file():
+                atomic_write_json(self.path / "styles" / f"{style.id}.json",
+                                  {"id": style.id, "name": style.name, "caption": style.caption,
+                                   "tags": list(style.tags)})
 
     def write_table(self, ids: list[str], rows: dict[str, dict]) -> pd.DataFrame:
         """Write results.csv: the rows of `ids` that exist, in that order; return them as a DataFrame.
@@ -297,8 +303,25 @@ class RunFolder:
         """This folder's copy of a style image (None if it holds none: folders made before copies were kept)."""
         if not CELL_ID.fullmatch(sid):
             return None
-        found = [p for p in sorted((self.path / "styles").glob(f"{sid}.*")) if p.is_file() and not p.is_symlink()]
+        found = [p for p in sorted((self.path / "styles").glob(f"{sid}.*"))
+                 if p.suffix != ".json" and p.is_file() and not p.is_symlink()]
         return found[0] if found else None
+
+    def style_info(self, sid: str) -> dict:
+        """What this folder recorded of a style: id, name, caption, tags (the id as its name when unrecorded)."""
+        info = {"id": sid, "name": sid, "caption": "", "tags": []}
+        path = self.path / "styles" / f"{sid}.json"
+        if not CELL_ID.fullmatch(sid) or path.is_symlink() or not path.is_file():
+            return info
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return info
+        if isinstance(found, dict):  # a damaged file must not put anything but text into the page
+            info.update({k: found[k] for k in ("name", "caption") if isinstance(found.get(k), str)})
+            if isinstance(found.get("tags"), list):
+                info["tags"] = [t for t in found["tags"] if isinstance(t, str)]
+        return info
 
     def sketch(self, manifest: dict) -> Image.Image:
         """The run's sketch copy, checked against the hash its manifest records."""

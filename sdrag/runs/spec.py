@@ -6,15 +6,18 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ParameterError, SdragError
-from ..files import canonical, safe_name
+from ..errors import ParameterError, SdragError, StorageError
+from ..files import atomic_save_image, atomic_write_bytes, canonical, safe_name
 from ..generation.params import Params, ResolvedParams
 from ..models.presets import PRESET_NAMES
 from ..retrieval.store import server_url
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SPEC_KEYS = ("name", "preset", "sketch", "styles", "library", "base", "axes", "zip", "cells", "batch",
              "metrics", "edge_tolerance")
@@ -280,3 +283,62 @@ def grid_dims(spec: dict) -> list[list[str]]:
     if "seed" in axes:
         dims.append(["seed"])
     return dims
+
+
+def spec_from_params(params: Params, name: str, axes: dict[str, list] | None = None, **settings: Any) -> dict:
+    """A sweep spec as plain data (ready for YAML): `params` as its base, `axes` as its grid.
+
+    `settings` are further top-level keys (preset, sketch, library, batch, ...). The spec is checked as
+    `load_spec` and `validate` check a file, so one written from it loads, and each cell is `params` with that
+    cell's axis values applied. Values left at None are left out (None means "the default" in a spec).
+    """
+    base = {key: value for key, value in params.to_dict().items() if value is not None}
+    data = {"name": name, **settings, "base": base, "axes": dict(axes or {})}
+    validate(load_spec(data))
+    return data
+
+
+def write_spec(spec: dict, folder: str | Path, sketch: Image.Image | None = None) -> Path:
+    """Write `spec` (a dict such as `spec_from_params` returns) as YAML into `folder`, atomically, under a name
+    no file there has yet: `<name>.yaml`, else `<name>-2.yaml`, ... (a user's spec is never replaced).
+
+    `sketch` is saved beside it as `<name>.sketch.png` and the spec points at it, so the sweep runs on the same
+    picture. The spec's name follows the file's, so its run folder is a new one too. Returns the spec's path.
+    """
+    import yaml
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path, name = _reserve(folder, safe_name(str(spec["name"]), "sweep name"))
+    except OSError as exc:
+        raise StorageError(f"Cannot write a sweep spec into {folder}: {exc.strerror or exc}. Fix: pick a folder"
+                           " you can write to.") from None
+    written = [path]
+    try:
+        spec = {**spec, "name": name}
+        if sketch is not None:
+            written.append(atomic_save_image(sketch, folder / f"{name}.sketch.png"))
+            spec["sketch"] = written[-1].name
+        text = "# Written by sdrag. Run: python -m sdrag sweep <this file>\n" + \
+            yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
+        atomic_write_bytes(path, text.encode())
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _reserve(folder: Path, stem: str) -> tuple[Path, str]:
+    """Claim `<stem>.yaml`, else `<stem>-2.yaml`, ...: created exclusively, so a file made meanwhile is kept."""
+    for n in itertools.count(1):
+        name = stem if n == 1 else f"{stem}-{n}"
+        if (folder / f"{name}.sketch.png").exists():
+            continue
+        try:
+            with open(folder / f"{name}.yaml", "x"):
+                return folder / f"{name}.yaml", name
+        except FileExistsError:
+            continue
+    raise AssertionError("itertools.count never ends")

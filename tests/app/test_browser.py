@@ -1,5 +1,6 @@
 """A real browser: JupyterLab running 03_rag_studio in headless Chromium, and a sweep report opened from disk."""
 
+import io
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from conftest import REPO, STYLES, free_port
@@ -57,14 +59,27 @@ def lab(tmp_path):
         proc.kill()
 
 
+def save_small_png(png: bytes, path: Path, limit: int = 300_000) -> Path:
+    """Save a screenshot as an optimised PNG; in a 256-colour palette if it is still over `limit` bytes."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, optimize=True)
+    if path.stat().st_size > limit:
+        image.quantize(256).save(path, optimize=True)
+    return path
+
+
 def test_rag_studio_renders_and_generates_in_jupyterlab(lab, tmp_path):
     from playwright.sync_api import sync_playwright
 
     base, token = lab
     shot = tmp_path / "rag_studio.png"
+    shots = os.environ.get("SDRAG_SCREENSHOTS")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page = browser.new_page(viewport={"width": 1200, "height": 1800})
         page.goto(f"{base}/lab/tree/notebooks/03_rag_studio.ipynb?token={token}")
         try:
             # "Run All Cells" clicked while the notebook is still rendering or the kernel still starting runs
@@ -75,17 +90,29 @@ def test_rag_studio_renders_and_generates_in_jupyterlab(lab, tmp_path):
             page.click("li.lm-MenuBar-item:has-text('Run')")
             page.click("li.lm-Menu-item:has-text('Run All Cells')")
             page.wait_for_selector("text=retrieved:", timeout=120_000)
+            page.wait_for_selector("text=done in")
             page.wait_for_selector("button:has-text('Generate')")
-            sliders = page.locator(".widget-slider").count()
-            images = page.locator(".jupyter-widgets img[src^='blob:'], .jupyter-widgets img[src^='data:']").count()
+            studio = page.locator(".sdrag-studio").first
+            sliders = studio.locator(".widget-slider").count()
+            images = studio.locator("img[src^='blob:'], img[src^='data:']").count()
             done = page.locator("text=done in").count()
+            banner = studio.locator("text=tiny preset: random weights").count()
+            # The result on show is the current one: nothing stays greyed once the run is done.
+            page.wait_for_selector(".sdrag-studio .sdrag-stale, .sdrag-studio .sdrag-outdated", state="detached",
+                                   timeout=30_000)
+            if shots:
+                page.add_style_tag(content=".Toastify { display: none !important; }")  # Lab's news prompt
+                studio.scroll_into_view_if_needed()
+                small = save_small_png(studio.screenshot(), Path(shots) / "studio.png")
         finally:
             page.screenshot(path=str(shot), full_page=True)  # kept in the test's folder, also on failure
             browser.close()
     assert sliders >= 8, sliders
-    assert images >= 4, images  # sketch, style, result and edges
-    assert done >= 1
+    assert images >= 4, images  # sketch, edges, style and result (and the candidates' thumbnails)
+    assert done >= 1 and banner == 1
     assert shot.stat().st_size > 10_000
+    if shots:
+        assert 10_000 < small.stat().st_size < 300_000, small.stat().st_size
 
 
 def test_sweep_report_opens_from_disk_with_nothing_fetched(wb, tmp_path):

@@ -1,3 +1,5 @@
+import html
+import json
 from html.parser import HTMLParser
 
 import numpy as np
@@ -8,9 +10,12 @@ from PIL import Image
 
 import sdrag
 from sdrag.reports import grids
-from sdrag.reports.compare import compare_runs
+from sdrag.reports import explore
+from sdrag.reports.compare import compare_runs, identical
 from sdrag.reports.grids import grid_layout, grid_pages
+from sdrag.reports.html import write_standalone
 from sdrag.runs.folder import load_run
+from sdrag.runs.spec import SweepError
 from sdrag.sweeps.engine import run_sweep
 
 BASE = {"prompt": "a neon city", "steps": 1, "size": 64}
@@ -39,12 +44,13 @@ def test_every_cell_has_exactly_one_place_in_the_grids(wb, tmp_path, spec):
         assert len(page.cells) == len(set(page.cells))
 
 
-def test_labels_read_name_value_and_pages_follow_the_further_axes(wb, tmp_path):
+def test_labels_read_name_value_and_seeds_sit_side_by_side(wb, tmp_path):
     run = quick(wb, tmp_path, "r", {"axes": {"controlnet_scale": [0.5, 1.0], "canny_high": [150, 200],
                                              "guidance": [3, 7.5], "seed": [0, 1]}})
     pages = grid_layout(run)
-    assert [p.title for p in pages] == [f"guidance: {g}, seed: {s}" for g in ("3", "7.5") for s in (0, 1)]
-    assert pages[0].columns == ["controlnet_scale: 0.5", "controlnet_scale: 1"]
+    assert [p.title for p in pages] == ["guidance: 3.0", "guidance: 7.5"]  # a column holding 7.5 holds 3.0
+    # Decimals as the spec wrote them (1.0 is not "1"), and each value's seeds next to each other.
+    assert pages[0].columns == [f"controlnet_scale: {c} · seed: {s}" for c in ("0.5", "1.0") for s in (0, 1)]
     assert pages[0].rows == ["canny_high: 150", "canny_high: 200"]
     reloaded = load_run(run.out_dir)  # the same labels from results.csv as from the live table
     assert [(p.title, p.columns, p.rows) for p in grid_layout(reloaded)] == \
@@ -62,13 +68,18 @@ def test_grid_guard_spills_a_long_axis_onto_further_pages(wb, tmp_path, monkeypa
 
 def test_failed_cells_are_drawn_as_failed(wb, tmp_path, monkeypatch):
     fail_generation(wb, monkeypatch, lambda: RuntimeError("simulated"), seed=1)
-    run = quick(wb, tmp_path, "r", {"axes": {"guidance": [3.0, 5.0], "steps": [1, 2], "seed": [0, 1]}, "batch": 1})
-    page, img = grid_pages(run)[1]
-    assert page.title == "seed: 1" and all(run.table.iloc[i]["status"] == "failed" for i in page.cells.values())
+    run = quick(wb, tmp_path, "r", {"axes": {"guidance": [3.0, 5.0], "seed": [0, 1]}, "batch": 1})
+    (page, img), = grid_pages(run)
+    assert page.rows == ["seed: 0", "seed: 1"]
+    assert all(run.table.iloc[page.cells[(c, 1)]]["status"] == "failed" for c in (0, 1))
     size = grids.CELL_PX[0]  # 64 px images are drawn at the smallest cell size
-    x, y = grids.LABEL_W + int(0.8 * size), grids.TOP_PX + int(0.4 * size)
-    patch = np.asarray(img.crop((x, y, x + 10, y + 10))).reshape(-1, 3)  # clear of the tile's cross and text
-    assert (patch == [120, 20, 20]).all()
+    for column in (0, 1):
+        x = grids.LABEL_W + column * (size + grids.GAP) + int(0.8 * size)
+        y = grids.TOP_PX + size + grids.GAP + int(0.4 * size)
+        patch = np.asarray(img.crop((x, y, x + 10, y + 10))).reshape(-1, 3)  # clear of the tile's cross and text
+        assert (patch == [120, 20, 20]).all()
+    ok = np.asarray(img.crop((grids.LABEL_W + 40, grids.TOP_PX + 20, grids.LABEL_W + 50, grids.TOP_PX + 30)))
+    assert not (ok.reshape(-1, 3) == [120, 20, 20]).all()
 
 
 class _Tags(HTMLParser):
@@ -84,7 +95,15 @@ class _Tags(HTMLParser):
         self.text.append(data)
 
 
-def test_report_is_self_contained_and_escapes_every_user_string(tmp_path):
+def page_data(path) -> dict:
+    """The explorer data a page carries (what its script reads)."""
+    text = path.read_text()
+    start = text.index("<script type='application/json' id='sdrag-data'>") + len(
+        "<script type='application/json' id='sdrag-data'>")
+    return json.loads(text[start:text.index("</script>", start)])
+
+
+def test_report_escapes_every_user_string_and_its_data_cannot_end_the_script(tmp_path):
     styles = tmp_path / "styles"
     styles.mkdir()
     Image.new("RGB", (32, 32), "orange").save(styles / "a.png")
@@ -99,26 +118,58 @@ def test_report_is_self_contained_and_escapes_every_user_string(tmp_path):
     page = run.report_path.read_text()
     parsed = _Tags()
     parsed.feed(page)
-    assert parsed.tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "img", "table",
-                           "thead", "tbody", "tr", "th", "td", "pre", "ul", "li"}
     assert not [name for name, _ in parsed.attrs if name.startswith("on")]
-    # Self-contained: every image is inline, nothing is fetched from anywhere.
-    assert all(v.startswith("data:image/png;base64,") for k, v in parsed.attrs if k == "src")
-    assert not [v for k, v in parsed.attrs if k == "href"]
-    text = "".join(parsed.text)
+    assert not [v for k, v in parsed.attrs if k in ("src", "href") and not v.startswith("grid_")]
+    # The markup holds the payloads only escaped; the JSON for the script holds no '<' at all.
     for payload in XSS:
-        assert payload in text  # shown as text, escaped in the markup
-    assert all(cid in page for cid in run.table["cell_id"])
+        assert payload not in page and html.escape(payload) in page or payload[:8] not in page
+    assert page.count("<script") == 2 and page.count("</script>") == 2
+    data = page_data(run.report_path)
+    assert {s["name"] for s in data["styles"].values()} == {XSS[1], "plain"}  # names, not ids
+    assert data["styles"][run.table["references"].map(lambda r: json.loads(r)[0][0]).iloc[0]]["caption"] in \
+        (XSS[0], "teal")
+    assert sorted(c["id"] for c in data["cells"]) == sorted(run.table["cell_id"])
+    assert all(c["thumb"].startswith("thumbs/") and (run.out_dir / c["thumb"]).is_file() for c in data["cells"])
 
 
-def test_comparison_puts_the_same_page_of_each_run_side_by_side(wb, tmp_path):
+def test_standalone_page_holds_every_image_and_refuses_big_runs(wb, tmp_path, monkeypatch):
+    run = quick(wb, tmp_path, "r", {"axes": {"guidance": [3.0, 5.0]}})
+    out = write_standalone(run.out_dir, tmp_path / "share" / "one.html")
+    data = page_data(out)
+    images = [c[k] for c in data["cells"] for k in ("thumb", "image")] + [s["thumb"] for s in data["styles"].values()]
+    assert len(images) == 5 and all(i.startswith("data:image/") for i in images)
+    monkeypatch.setattr(explore, "MAX_STANDALONE_CELLS", 1)
+    with pytest.raises(SweepError, match="at most 1 cells"):
+        write_standalone(run.out_dir, tmp_path / "share" / "two.html")
+    assert not (tmp_path / "share" / "two.html").exists()
+
+
+def test_comparison_lines_runs_up_on_shared_axes_with_differences(wb, tmp_path):
     axes = {"controlnet_scale": [0.5, 1.0], "guidance": [3.0, 7.5]}
     a = quick(wb, tmp_path, "a", {"axes": {**axes, "seed": [0, 1]}})
-    b = quick(wb, tmp_path, "b", {"axes": {**axes, "seed": [0, 1, 2]}})
+    b = quick(wb, tmp_path, "b", {"axes": {**axes, "seed": [0, 1, 2]}, "base": dict(BASE, steps=2)})
     table = compare_runs([a.out_dir, b.out_dir], tmp_path / "cmp.html")
     assert len(table) == 4 and table["edge_f1 delta[1-0]"].isna().all()  # metrics were off
-    parsed = _Tags()
-    parsed.feed((tmp_path / "cmp.html").read_text())
-    text = "".join(parsed.text)
-    assert text.count("seed: 2") == 1 and "not in this run" in text  # only run b has seed 2
-    assert sum(k == "src" for k, _ in parsed.attrs) == 2 + 3
+    assert not identical(table)  # nothing to compare is not "identical"
+    data = page_data(tmp_path / "cmp.html")
+    names = [x["name"] for x in data["axes"]]
+    assert names == ["controlnet_scale", "guidance", "seed", "run"] and len(data["cells"]) == 8 + 12
+    seed = data["axes"][2]["values"]
+    assert seed == ["0", "1", "2"]
+    later = [c for c in data["cells"] if c["run"] == 1]
+    assert all(("base" in c) == (seed[c["v"][2]] != "2") for c in later)  # only run b has seed 2
+    for c in later:
+        if "base" in c:
+            base = data["cells"][c["base"]]
+            assert base["run"] == 0 and base["v"][:3] == c["v"][:3] and c["diff"].startswith("data:image/jpeg")
+    # Links from the page's folder into each run's thumbnails.
+    assert all((tmp_path / c["thumb"]).is_file() for c in data["cells"])
+
+
+def test_comparison_sorts_numbers_as_numbers_and_says_identical(wb, tmp_path):
+    spec = {"axes": {"canny": [[100, 200], [50, 150]]}, "metrics": True}
+    a = quick(wb, tmp_path, "a", spec)
+    b = quick(wb, tmp_path, "b", spec)
+    table = compare_runs([a.out_dir, b.out_dir])
+    assert table["canny"].tolist() == ["[50, 150]", "[100, 200]"]
+    assert identical(table)
