@@ -147,7 +147,8 @@ def main() -> None:
             arrow = _timed(lambda: page.keyboard.press("ArrowRight"))
             browser.close()
     print(f"cells drawn in the default view: {shown}")
-    print(f"switch X and Y: {swap * 1000:.0f} ms; open a cell: {enlarge * 1000:.0f} ms; arrow key: {arrow * 1000:.0f} ms")
+    print(f"switch X and Y: {swap * 1000:.0f} ms; open a cell: {enlarge * 1000:.0f} ms;"
+          f" arrow key: {arrow * 1000:.0f} ms")
     print(f"page open to a drawn grid, {args.cells} cells: median {statistics.median(opens):.2f} s"
           f" (min {min(opens):.2f}, max {max(opens):.2f}, n={len(opens)})")
 

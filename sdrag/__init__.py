@@ -42,6 +42,7 @@ _LAZY = {
     "Result": "generation.result", "Workbench": "generation.workbench",
     "SweepError": "runs.spec", "load_spec": "runs.spec", "SweepRun": "runs.folder",
     "SweepFailed": "sweeps.engine", "run_sweep": "sweeps.engine", "reproduce": "sweeps.reproduce",
+    "RunExplorer": "app.explorer",
 }
 
 __all__ = [

@@ -74,12 +74,29 @@ def test_notebook_runs_headless(path, tmp_path, small_run, monkeypatch):
     assert expected in text, text[-2000:]
     if path.stem == "04_sweep":
         assert (tmp_path / "runs" / "nb" / "report.html").is_file()
+        # It says how many grid pages it leaves to the report, and ends with the run explorer.
+        assert "grid pages; all are in" in text and "application/vnd.jupyter.widget-view+json" in text
+    if path.stem == "05_compare_runs":
+        assert "identical: no metric changed" in text  # a run compared with itself
     if path.stem == "00_setup":
         # Offline here: sd15's whole missing-file list and the way out, not a cut first line; sd15-random is
         # not called ready before its build.
         for needle in ("sd15: NOT READY", "unet/diffusion_pytorch_model.safetensors", "openai/clip-vit-base-patch32@",
                        "go online", "tiny: ready", "sd15-random: NOT READY", "not built yet"):
             assert needle in text, needle
+
+
+def test_compare_notebook_makes_the_missing_run_with_its_change_and_shows_deltas(tmp_path, small_run):
+    spec = tmp_path / "spec.yaml"  # JSON is YAML
+    spec.write_text(json.dumps(json.loads((small_run / "manifest.json").read_text())["spec"]))
+    made = tmp_path / "guidance-3"
+    nb = pm.execute_notebook(str(REPO / "notebooks/05_compare_runs.ipynb"), str(tmp_path / "05.ipynb"), parameters={
+        "runs": [str(small_run), str(made)], "out": str(tmp_path / "cmp.html"), "spec_path": str(spec),
+        "changes": {"guidance": 3.0}}, cwd=str(REPO), kernel_name="python3", progress_bar=False)
+    text = _outputs(nb)
+    assert "made" in text and "comparison:" in text and "identical" not in text
+    assert "delta[1-0]" in text
+    assert json.loads((made / "manifest.json").read_text())["spec"]["base"]["guidance"] == 3.0
 
 
 def test_papermill_cli_runs_the_sweep_notebook_with_overrides(tmp_path):

@@ -9,8 +9,7 @@ from conftest import fail_generation
 from PIL import Image
 
 import sdrag
-from sdrag.reports import grids
-from sdrag.reports import explore
+from sdrag.reports import explore, grids
 from sdrag.reports.compare import compare_runs, identical
 from sdrag.reports.grids import grid_layout, grid_pages
 from sdrag.reports.html import write_standalone

@@ -242,7 +242,8 @@
     if (!r) return;
     const d = digits(...r);
     box.append(el("span", { text: S.color.replace(/^d:/, "Δ ").replace(/^m:/, "") + ": " }),
-      el("span", { text: fmt(r[0], d) }), el("span", { class: "ramp" }), el("span", { text: fmt(r[1], d) }));
+      el("span", { id: "legend-low", text: fmt(r[0], d) }), el("span", { class: "ramp" }),
+      el("span", { id: "legend-high", text: fmt(r[1], d) }));
   }
 
   // -- one cell, enlarged ----------------------------------------------------------------------------------
