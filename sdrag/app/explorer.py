@@ -9,7 +9,6 @@ redraws the grid whenever the folder's rows/ change, so a sweep can be watched w
 from __future__ import annotations
 
 import html
-import math
 import threading
 import time
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from urllib.parse import unquote
 import ipywidgets as w
 
 from ..generation.params import Params
-from ..reports.explore import axis_label, explorer_data, sort_key
+from ..reports.explore import axis_label, expected_cells, explorer_data, sort_key
 from ..runs.folder import OK, load_run
 from .widgets import error_html
 
@@ -29,13 +28,6 @@ NONE = "(none)"
 _TOGGLE_MAX = 4
 # viridis, sampled: dark for a metric's minimum, yellow for its maximum (readable by colour-blind users).
 _STOPS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
-
-
-def expected_cells(spec: dict) -> int:
-    """How many cells a manifest's spec expands to (axes x zip x explicit cells), as `load_spec` counts them."""
-    axes, zipped, cells = spec.get("axes") or {}, spec.get("zip") or {}, spec.get("cells") or []
-    n_zip = len(next(iter(zipped.values()))) if zipped else 1
-    return math.prod(len(v) for v in axes.values()) * n_zip * max(len(cells), 1)
 
 
 def span_text(lo: float, hi: float) -> tuple[str, str]:

@@ -56,7 +56,8 @@ def _failure(part: Part, exc: BaseException) -> WeightsUnavailableError:
     fix = (f"if a cached file is damaged, `hf cache verify {repo}` names it; remove it (`hf cache rm model/{repo}`)"
            " and run again to download it afresh, or point the override at a complete folder in hub layout")
     if is_local(part.source):
-        fix = "point the override at a complete folder in hub layout (safetensors weights), or use preset='tiny'"
+        fix = ("point the override at a complete folder in hub layout (safetensors weights), or use the tiny preset"
+               " (preset='tiny' in Python, --preset tiny on the command line)")
     return WeightsUnavailableError(f"Could not load {part.label} from {part.where}: {type(exc).__name__}:"
                                    f" {first_line(exc)}\nFix: {fix}.")
 

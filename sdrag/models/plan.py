@@ -211,7 +211,8 @@ def _raise_problems(problems: list[str]) -> None:
         raise WeightsUnavailableError(
             "Model weights cannot be loaded:\n  " + "\n  ".join(problems)
             + "\nFix: point the override at a complete folder or repo in hub layout (safetensors weights; pickled"
-            " ones need allow_pickle=True), or use preset='tiny'."
+            " ones need allow_pickle=True), or use the tiny preset (preset='tiny' in Python, --preset tiny on the"
+            " command line)."
         )
 
 
@@ -234,8 +235,8 @@ def _require_hub(spec: ModelSpec, names: list[str], half: bool) -> None:
         f"Preset {spec.preset!r} needs files that are not in the Hugging Face cache, and {why}:\n  "
         + "\n  ".join(lines)
         + "\nTwo ways out: go online once so they download into the Hugging Face cache (sizes in the README;"
-        " behind a proxy set HTTPS_PROXY), or pass local folders as overrides; or use preset='tiny' (random"
-        " weights, works offline)."
+        " behind a proxy set HTTPS_PROXY), or pass local folders as overrides; or use the tiny preset"
+        " (preset='tiny' in Python, --preset tiny on the command line: random weights, works offline)."
     )
 
 

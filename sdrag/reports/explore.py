@@ -56,6 +56,13 @@ def sort_key(label: str) -> tuple:
     return (2, (), label)
 
 
+def expected_cells(spec: dict) -> int:
+    """How many cells a manifest's spec expands to (axes x zip x explicit cells), as `load_spec` counts them."""
+    axes, zipped, cells = spec.get("axes") or {}, spec.get("zip") or {}, spec.get("cells") or []
+    n_zip = len(next(iter(zipped.values()))) if zipped else 1
+    return math.prod(len(v) for v in axes.values()) * n_zip * max(len(cells), 1)
+
+
 def param_value(row: dict, name: str):
     """A row's value of a parameter, or of one side of its Canny pair."""
     if name in CANNY_SIDES:
@@ -144,7 +151,8 @@ def _run_info(run: SweepRun) -> dict:
     failed = int((run.table["status"] != OK).sum())
     versions = {k: v for k, v in (m.get("versions") or {}).items() if isinstance(v, str)}
     return {"name": m["name"], "folder": str(run.out_dir), "preset": m["preset"], "device": _human_device(m["device"]),
-            "cells": len(run.table), "failed": failed, "versions": versions, "set_aside": m.get("rows_set_aside", []),
+            "cells": len(run.table), "expected": expected_cells(m["spec"]), "failed": failed, "versions": versions,
+            "set_aside": m.get("rows_set_aside", []),
             "invocations": len(m["history"]), "provenance": json.dumps(m, indent=2, default=str)}
 
 

@@ -50,9 +50,12 @@ def cell_thumbnail(folder: RunFolder, row: dict, side: int = THUMB_PX) -> str | 
     name = f"thumbs/{sha[:24]}-{side}.jpg"
     try:
         source = folder.cell_file(row["image"])
+        made = _thumbnail(source, _thumbs_dir(folder) / Path(name).name, side)
     except SweepError:
         return None
-    return name if _thumbnail(source, _thumbs_dir(folder) / Path(name).name, side) else None
+    except OSError:  # a folder that is read-only to us: the full image serves instead
+        return row["image"]
+    return name if made else None
 
 
 def style_thumbnail(folder: RunFolder, sid: str, side: int = THUMB_PX) -> str | None:
@@ -62,4 +65,8 @@ def style_thumbnail(folder: RunFolder, sid: str, side: int = THUMB_PX) -> str | 
         return None
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     name = f"thumbs/style-{digest[:24]}-{side}.jpg"
-    return name if _thumbnail(source, _thumbs_dir(folder) / Path(name).name, side) else None
+    try:
+        made = _thumbnail(source, _thumbs_dir(folder) / Path(name).name, side)
+    except OSError:  # read-only to us
+        return source.relative_to(folder.path).as_posix()
+    return name if made else None

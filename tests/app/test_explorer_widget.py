@@ -7,7 +7,8 @@ import time
 import pytest
 from conftest import fail_generation
 
-from sdrag.app.explorer import NONE, RunExplorer, expected_cells, span_text
+from sdrag.app.explorer import NONE, RunExplorer, span_text
+from sdrag.reports.explore import expected_cells
 
 SPEC = {
     "name": "explore", "batch": 2,

@@ -43,7 +43,8 @@ def test_real_preset_offline_fails_clearly_in_under_2s(env, tmp_path):
     text = "\n".join(message)
     assert float(seconds) < 2.0
     for needle in ("stable-diffusion-v1-5/stable-diffusion-v1-5", "lllyasviel/control_v11p_sd15_canny",
-                   "h94/IP-Adapter", "openai/clip-vit-base-patch32", "go online", "preset='tiny'"):
+                   "h94/IP-Adapter", "openai/clip-vit-base-patch32", "go online", "preset='tiny' in Python",
+                   "--preset tiny on the command line"):
         assert needle in text
 
 
