@@ -17,7 +17,8 @@ from conftest import FAST, upload
 from PIL import Image
 
 from sdrag import InputError, ParameterError, SdragError, StyleNotFoundError, canny_edges, load_image
-from sdrag.app.widgets import CannyExplorer, RagStudio
+from sdrag.app.studio import RagStudio
+from sdrag.app.widgets import CannyExplorer
 
 # -- making hostile files ---------------------------------------------------------------------------------
 

@@ -29,9 +29,10 @@ def _summary(data: dict) -> str:
     for i, run in enumerate(data["runs"]):
         tag = f"[{i}] " if len(data["runs"]) > 1 else ""
         aside = f", {len(run['set_aside'])} damaged row file(s) set aside" if run["set_aside"] else ""
-        parts.append(f"<p class='summary'>{html.escape(tag + run['name'])}: {run['cells']} cells, {run['failed']}"
-                     f" failed{aside} · preset {html.escape(run['preset'])} · {html.escape(run['device'])} ·"
-                     f" {run['invocations']} invocation(s) · <code>{html.escape(run['folder'])}</code></p>")
+        parts.append(f"<p class='summary'>{html.escape(tag + run['name'])}: {run['cells']} of {run['expected']}"
+                     f" cells done, {run['failed']} failed{aside} · preset {html.escape(run['preset'])} ·"
+                     f" {html.escape(run['device'])} · {run['invocations']} invocation(s) ·"
+                     f" <code>{html.escape(run['folder'])}</code></p>")
     return "".join(parts)
 
 

@@ -11,23 +11,37 @@ import numpy as np
 from ..plotting import PLAIN_TEXT, plain_text_figures
 from ..runs.folder import OK, SweepRun
 from ..runs.metrics import METRICS
+from ..runs.spec import SweepError
 from .grids import grid_axes
 
 
-def heatmaps(run: SweepRun, metrics: tuple[str, ...] = METRICS) -> list:
-    """A matplotlib heatmap per metric over the two main grid dimensions (mean over everything else)."""
+def heatmaps(run: SweepRun, metrics: tuple[str, ...] = METRICS, x: str | None = None, y: str | None = None) -> list:
+    """A matplotlib heatmap per metric over two grid dimensions (mean over everything else): the first two, or
+    the ones named `x` and `y` (a dimension's name is its parameters joined by " + ", e.g. "ip_adapter_scale")."""
     dims, keys = grid_axes(run, named=False)
     ok = run.table["status"] == OK
     figs = []
     if not dims or not ok.any():
         return figs
+    names = [" + ".join(d) for d in dims]
+    for wanted in (x, y):
+        if wanted is not None and wanted not in names:
+            raise SweepError(f"{wanted!r} is not a dimension of this run. Fix: use one of {', '.join(names)}.")
     frame = keys[ok].join(run.table.loc[ok, [m for m in metrics if m in run.table]])
-    x, y = "dim0", "dim1" if len(dims) > 1 else None
+    x = f"dim{names.index(x)}" if x else "dim0"
+    y = f"dim{names.index(y)}" if y else ("dim1" if len(dims) > 1 and x != "dim1" else None)
     with plain_text_figures():
         for metric in metrics:
             if metric in frame and not frame[metric].isna().all():
                 figs.append((metric, _heatmap(frame, metric, dims, x, y)))
     return figs
+
+
+def _decimals(values: np.ndarray) -> int:
+    """Enough decimals that the ends of the colour scale read differently (0.751 and 0.753, not 0.75 twice)."""
+    finite = values[np.isfinite(values)]
+    span = float(finite.max() - finite.min()) if finite.size else 0.0
+    return min(8, max(2, int(np.ceil(-np.log10(span))) + 1)) if span > 0 else 2
 
 
 def _heatmap(frame, metric: str, dims: list[list[str]], x: str, y: str | None):
@@ -41,14 +55,16 @@ def _heatmap(frame, metric: str, dims: list[list[str]], x: str, y: str | None):
     ax.set_xticks(range(values.shape[1]), [str(v)[:30] for v in pivot.columns], rotation=30, ha="right",
                   **PLAIN_TEXT)
     ax.set_yticks(range(values.shape[0]), [str(v)[:30] for v in pivot.index] if y else [metric], **PLAIN_TEXT)
-    ax.set_xlabel(" / ".join(dims[0]), **PLAIN_TEXT)
-    ax.set_ylabel(" / ".join(dims[1]) if y else "", **PLAIN_TEXT)
+    ax.set_xlabel(" / ".join(dims[int(x[3:])]), **PLAIN_TEXT)
+    ax.set_ylabel(" / ".join(dims[int(y[3:])]) if y else "", **PLAIN_TEXT)
+    decimals = _decimals(values)
     if values.size <= 400:  # numbers stay readable; beyond that the colours carry it
         for (i, j), v in np.ndenumerate(values):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white", fontsize=8, **PLAIN_TEXT)
+                ax.text(j, i, f"{v:.{decimals}f}", ha="center", va="center", color="white", fontsize=8,
+                        **PLAIN_TEXT)
     ax.set_title(f"{metric} (mean)", **PLAIN_TEXT)
-    fig.colorbar(im, ax=ax)
+    fig.colorbar(im, ax=ax, format=f"%.{decimals}f")
     return fig
 
 

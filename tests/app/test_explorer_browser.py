@@ -123,15 +123,14 @@ def test_axes_enlarging_keys_and_escaping(page, hostile_run):
     page.click("#selectors .axis-row[data-axis='ip_adapter_scale'] label:has-text('0.8') input")
     assert len(_grid_ids(page)) == before // 2  # a hidden value's column is gone
 
+    page.evaluate("document.querySelectorAll('#grid img').forEach(i => { i.loading = 'eager'; })")
+    page.wait_for_function("[...document.querySelectorAll('#grid img')].every(i => i.complete)")
+    widths = page.eval_on_selector_all("#grid img", "els => els.map(e => e.naturalWidth)")
+    assert widths and all(w > 0 for w in widths)  # every thumbnail the page names is there
     assert page.evaluate("window.pwned") is None and page.errors == []
     assert [u for u in page.fetched if not u.startswith(("file:", "data:"))] == []
     body = page.inner_text("body")
     assert XSS[2] in body and "[100, 200]" not in body
-    if os.environ.get("SDRAG_SCREENSHOTS"):
-        page.keyboard.press("Escape")
-        page.select_option("#x-axis", label="prompt")
-        page.click(f"#grid .cell[data-id='{_grid_ids(page)[0]}']")
-        page.screenshot(path=os.path.join(os.environ["SDRAG_SCREENSHOTS"], "explorer.png"))
 
 
 def test_heatmap_pairs_any_two_axes_and_pareto_points_open_their_cells(page, hostile_run):
@@ -180,8 +179,8 @@ def test_a_10000_cell_run_opens_quickly_and_stays_responsive(page, big_run):
 
 
 def test_comparison_shows_runs_side_by_side_with_differences(page, wb, tmp_path):
-    base = {"name": "a", "base": {"prompt": "a city", "steps": 1, "size": 64}, "metrics": False,
-            "axes": {"controlnet_scale": [0.5, 1.0], "seed": [0]}}
+    base = {"name": "a", "base": {"prompt": "a city", "steps": 1, "size": 64},
+            "axes": {"controlnet_scale": [0.5, 1.0], "ip_adapter_scale": [0.0, 0.8], "seed": [0]}}
     a = run_sweep(base, out_dir=tmp_path / "a", workbench=wb, progress=False, report=False)
     b = run_sweep({**base, "name": "b", "base": {**base["base"], "guidance": 3.0}}, out_dir=tmp_path / "b",
                   workbench=wb, progress=False, report=False)
@@ -190,5 +189,10 @@ def test_comparison_shows_runs_side_by_side_with_differences(page, wb, tmp_path)
     assert page.locator("#grid .sub h4").all_inner_texts()[:2] == ["run: [0] a · seed: 0", "run: [1] b · seed: 0"]
     page.select_option("#view", "diff")
     srcs = page.eval_on_selector_all("#grid .sub:nth-child(2) img", "els => els.map(e => e.getAttribute('src'))")
-    assert len(srcs) == 2 and all(s.startswith("data:image/jpeg") for s in srcs)
+    assert len(srcs) == 4 and all(s.startswith("data:image/jpeg") for s in srcs)
     assert page.errors == []
+    if os.environ.get("SDRAG_SCREENSHOTS"):  # the README's picture: runs side by side, coloured by a metric
+        page.select_option("#view", "images")
+        page.select_option("#color-by", label="style_similarity")
+        page.set_viewport_size({"width": 1100, "height": 640})
+        page.screenshot(path=os.path.join(os.environ["SDRAG_SCREENSHOTS"], "explorer.png"))

@@ -172,3 +172,20 @@ def test_comparison_sorts_numbers_as_numbers_and_says_identical(wb, tmp_path):
     table = compare_runs([a.out_dir, b.out_dir])
     assert table["canny"].tolist() == ["[50, 150]", "[100, 200]"]
     assert identical(table)
+
+
+def test_heatmaps_take_any_two_axes_and_label_as_finely_as_the_scale(wb, tmp_path):
+    from sdrag.reports.plots import _decimals, heatmaps
+
+    run = quick(wb, tmp_path, "r", {"axes": {"controlnet_scale": [0.5, 1.0], "ip_adapter_scale": [0.0, 0.8],
+                                             "guidance": [3.0, 7.5]}, "metrics": True})
+    (metric, fig), *_ = heatmaps(run, x="ip_adapter_scale", y="guidance")
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("ip_adapter_scale", "guidance")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.0", "0.8"]  # the style knob is not averaged away
+    assert _decimals(np.array([0.751, 0.753])) == 4 and _decimals(np.array([0.1, 0.9])) == 2
+    texts = sorted((t.get_text() for t in ax.texts), key=float)
+    assert len(texts) == 4 and texts[0] != texts[-1]  # the scale's ends read differently
+    assert len({len(t.split(".")[1]) for t in texts}) == 1
+    with pytest.raises(SweepError, match="not a dimension"):
+        heatmaps(run, x="seed")

@@ -181,7 +181,9 @@ def test_summary_comparison_and_cli(wb, tmp_path, capsys):
     table = compare_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp.html")
     assert len(table) == 4 and "edge_f1 delta[1-0]" in table
     assert np.isfinite(table["edge_f1 delta[1-0]"]).all()
-    assert "Sweep comparison" in (tmp_path / "cmp.html").read_text()
+    page = (tmp_path / "cmp.html").read_text()
+    assert "<title>sdrag comparison</title>" in page and '"name":"run","params":[]' in page
+    assert (tmp_path / "b" / "compare.html").is_file() and "comparison:" in printed
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"base": BASE, "axes": {"steps": [0]}}))
     assert main(["sweep", str(bad), "--out", str(tmp_path / "bad")]) == 2
@@ -226,7 +228,7 @@ def test_a_full_disk_stops_the_sweep_clearly_and_keeps_what_was_written(wb, tmp_
 
     out = tmp_path / "run"
     first = run_sweep(small_spec(batch=2), out_dir=out, workbench=wb, progress=False, report=False)
-    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     extended = small_spec(batch=2)
     extended["axes"]["controlnet_scale"] = [0.5, 1.5, 2.0]
     real_fsync, writes = sdrag.files.os.fsync, []
@@ -244,8 +246,8 @@ def test_a_full_disk_stops_the_sweep_clearly_and_keeps_what_was_written(wb, tmp_
     assert "No space left on device" in text and "running the same spec again resumes" in text
     assert not list(out.rglob("*.tmp"))
     for name, data in before.items():
-        if name not in ("manifest.json", "results.csv", ".sdrag-run.lock"):  # the lock names its latest holder
-            assert (out / "rows" / name if name.endswith(".json") else next(out.rglob(name))).read_bytes() == data
+        if str(name) not in ("manifest.json", "results.csv", ".sdrag-run.lock"):  # the lock names its latest holder
+            assert (out / name).read_bytes() == data
     monkeypatch.setattr(sdrag.files.os, "fsync", real_fsync)
     healed = run_sweep(extended, out_dir=out, workbench=wb, progress=False, report=False)
     assert len(healed.table) == 12 and (healed.table["status"] == "ok").all()
