@@ -153,9 +153,11 @@ class RunExplorer:
         self.colour.observe(self._on_colour, names="value")
         self.status, self.message, self.legend = w.HTML(), w.HTML(), w.HTML()
         self.selector_box, self.grid = w.VBox(), w.GridBox()
-        self.details, self.details_image = w.HTML(), w.Image(format="png", layout=w.Layout(max_width="256px"))
+        self.details, self.details_image = w.HTML(), w.Image(format="png", layout=w.Layout(
+            width="256px", height="auto", object_fit="contain", flex="0 0 auto"))
         self.widget = w.VBox([self.status, self.message, w.HBox([self.x, self.y, self.within, self.colour]),
-                              self.selector_box, self.legend, self.grid, w.HBox([self.details_image, self.details])])
+                              self.selector_box, self.legend, self.grid,
+                              w.HBox([self.details_image, self.details], layout=w.Layout(align_items="flex-start"))])
         self._stop = threading.Event()
         self.refresh()
         self._thread = None
@@ -281,7 +283,7 @@ class RunExplorer:
                 children.append(self._tile(snap, {**self._chosen, **dict([x, y, i])}, scale))
         self.grid.children = children
         self.grid.layout = w.Layout(grid_template_columns=f"auto repeat({len(columns)}, {self.tile + 8}px)",
-                                    grid_gap="4px")
+                                    grid_gap="4px", overflow="auto")
         self.status.value = snap.status()
 
     @staticmethod
