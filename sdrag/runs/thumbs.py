@@ -50,9 +50,10 @@ def cell_thumbnail(folder: RunFolder, row: dict, side: int = THUMB_PX) -> str | 
     name = f"thumbs/{sha[:24]}-{side}.jpg"
     try:
         source = folder.cell_file(row["image"])
-        made = _thumbnail(source, _thumbs_dir(folder) / Path(name).name, side)
     except SweepError:
         return None
+    try:
+        made = _thumbnail(source, _thumbs_dir(folder) / Path(name).name, side)
     except OSError:  # a folder that is read-only to us: the full image serves instead
         return row["image"]
     return name if made else None

@@ -189,3 +189,25 @@ def test_heatmaps_take_any_two_axes_and_label_as_finely_as_the_scale(wb, tmp_pat
     assert len({len(t.split(".")[1]) for t in texts}) == 1
     with pytest.raises(SweepError, match="not a dimension"):
         heatmaps(run, x="seed")
+
+
+def test_thumbnails_are_named_by_content_and_never_written_through_a_link(wb, tmp_path):
+    from sdrag.runs.thumbs import cell_thumbnail
+
+    run = quick(wb, tmp_path, "r", {"axes": {"guidance": [3.0, 5.0]}})
+    row = run.table.iloc[0].to_dict()
+    first = cell_thumbnail(run.folder, row)
+    assert first.startswith("thumbs/") and row["image_sha256"][:24] in first
+    # The cell is made again with another picture: its thumbnail is a new file, the old one is never shown.
+    remade = {**row, "image_sha256": "f" * 64}
+    assert cell_thumbnail(run.folder, remade) != first
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    thumbs = run.out_dir / "thumbs"
+    for p in thumbs.iterdir():
+        p.unlink()
+    thumbs.rmdir()
+    thumbs.symlink_to(outside)
+    with pytest.raises(SweepError, match="link or a file"):
+        cell_thumbnail(run.folder, row)
+    assert list(outside.iterdir()) == []
