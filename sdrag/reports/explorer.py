@@ -33,6 +33,9 @@ def _summary(data: dict) -> str:
                      f" cells done, {run['failed']} failed{aside} · preset {html.escape(run['preset'])} ·"
                      f" {html.escape(run['device'])} · {run['invocations']} invocation(s) ·"
                      f" <code>{html.escape(run['folder'])}</code></p>")
+    if any(run["preset"] != "sd15" for run in data["runs"]):
+        parts.append("<p class='banner'>Random weights (a preset other than sd15): pictures and metrics are noise;"
+                     " the chain that made them is real.</p>")
     return "".join(parts)
 
 
