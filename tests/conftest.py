@@ -85,3 +85,29 @@ def fail_generation(wb, monkeypatch, error, seed=None, times=None) -> list[dict]
 
     monkeypatch.setattr(wb.generator, "generate", generate)
     return raised
+
+
+@pytest.fixture(scope="session")
+def clip():
+    """The tiny preset's CLIP embedder, built as a Workbench builds it, without loading the generator."""
+    from sdrag.models.device import pick_device, pick_dtype
+    from sdrag.models.plan import plan
+    from sdrag.models.presets import get_spec
+    from sdrag.retrieval.embed import ClipEmbedder
+
+    device = pick_device()
+    dtype = pick_dtype(device)
+    return ClipEmbedder(plan(get_spec("tiny"), dtype)["clip"], device, dtype)
+
+
+@pytest.fixture
+def lib(tmp_path, clip):
+    """A fresh library on a copy of the starter styles, sharing the session's embedder: (library, folder)."""
+    import shutil
+
+    from sdrag.models.tiny import TINY_VERSION
+    from sdrag.retrieval.library import StyleLibrary
+
+    folder = tmp_path / "styles"
+    shutil.copytree(STYLES, folder)
+    return StyleLibrary(tmp_path / "db", lambda: clip, f"tiny-v{TINY_VERSION}"), folder

@@ -175,7 +175,9 @@ class Workbench:
         if p.style is None:
             if not prompt.strip():
                 raise ParameterError("Retrieval needs a prompt. Fix: give a prompt, or pick style='<id or name>'.")
-            hits = self.library.search(prompt, k=p.top_k, tags=p.tags)
+            # Dense until the retrieval method is a Params knob: cell ids and blend weights (from CLIP cosines)
+            # must not change under a sweep's feet.
+            hits = self.library.search(prompt, k=p.top_k, tags=p.tags, method="dense")
             return hits, list(zip(hits, blend_weights([h.score for h in hits])))
         chosen = [(p.style, 1.0)] if isinstance(p.style, str) else p.style
         styles = [self.library.get(key) for key, _ in chosen]

@@ -46,6 +46,9 @@ class Style:
     source: str = ""
     sha256: str = ""
     score: float | None = None
+    # How a search hit ranked in each method: {"method", "dense": {rank, score}, "lexical": {rank, score, terms},
+    # "fused"}; None outside search results.
+    explanation: dict | None = None
 
     def image(self) -> Image.Image:
         """Load the reference image."""
@@ -60,6 +63,17 @@ class Style:
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dict."""
         return asdict(self)
+
+
+def all_metadata(col: Any, where: dict | None = None, page: int = 5000) -> dict[str, dict]:
+    """Every entry's metadata by id, read a page at a time (one unpaged read fails past ~32,000 entries: SQLite
+    allows that many variables per statement)."""
+    found: dict[str, dict] = {}
+    while True:
+        res = col.get(where=where, include=["metadatas"], limit=page, offset=len(found))
+        found.update({sid: meta or {} for sid, meta in zip(res["ids"], res["metadatas"])})
+        if len(res["ids"]) < page:
+            return found
 
 
 def as_style(sid: str, meta: dict | None, score: float | None = None) -> Style:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import LibraryError, SdragError
 from ..images import load_image
 from .entries import (
+    all_metadata,
     defaults,
     existing_path,
     image_files,
@@ -113,7 +114,7 @@ def ingest_folder(access: LibraryAccess, folder: str | Path, batch_size: int, pr
     report = IngestReport()
     entries = _read_manifest(folder, report)
     with access.session("ingest") as col:
-        existing = _all_metadata(col)
+        existing = all_metadata(col)
     plan = _plan(entries, existing, report)
     if plan.updates or plan.todo:  # an ingest of unchanged files writes nothing, so it works on a read-only library
         access.writable()
@@ -243,10 +244,10 @@ def _drop_stale(access: LibraryAccess, current: dict[str, str]) -> None:
     # Entries whose file now holds other bytes are dropped only after their replacements are stored, so
     # a crash in between leaves a stale entry that the next ingest removes, never a missing one.
     with access.session("ingest") as col:
-        stale = _stale(_all_metadata(col), current)
+        stale = _stale(all_metadata(col), current)
     if stale:
         with access.session("ingest", write=True) as col:
-            stale = _stale(_all_metadata(col), current)  # again, under the write lock
+            stale = _stale(all_metadata(col), current)  # again, under the write lock
             if stale:
                 col.delete(ids=stale)
 
@@ -261,11 +262,6 @@ def _skip(entry: Pending, report: IngestReport, reason: str) -> None:
 def _stale(metas: dict[str, dict], current: dict[str, str]) -> list[str]:
     """Ids whose file was ingested just now with other bytes: their replacement is stored, so they go."""
     return [sid for sid, meta in metas.items() if current.get(meta.get("path"), sid) != sid]
-
-
-def _all_metadata(col: Any) -> dict[str, dict]:
-    res = col.get(include=["metadatas"])
-    return {sid: meta or {} for sid, meta in zip(res["ids"], res["metadatas"])}
 
 
 # -- the style folder and its manifest ------------------------------------------------------------------

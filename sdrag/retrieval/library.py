@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InputError, LibraryError, StyleNotFoundError
+from ..errors import InputError, LibraryError, StorageError, StyleNotFoundError
 from ..images import load_image
 from .entries import (
     Style,
+    all_metadata,
     as_style,
     defaults,
     existing_path,
@@ -32,13 +33,20 @@ from .entries import (
     text_problem,
     usable,
 )
+from .evaluate import CUTOFFS
+from .evaluate import evaluate as evaluate_search
 from .ingest import IngestReport, LibraryAccess, ingest_folder
+from .lexical import LexicalIndex
+from .lexical import load as load_lexical
+from .ranking import METHODS, check_method, fuse
 from .store import LOCK_TIMEOUT_S, server_url, store_for
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["IngestReport", "Style", "StyleLibrary"]
+# How deep each method looks before fusion: a style ranked 20th by one method can still win on the other.
+CANDIDATES = 20
 
 
 class StyleLibrary:
@@ -69,6 +77,7 @@ class StyleLibrary:
                 ) from None
             location = str(self.path)
         self._store = store_for(location, url, embedder_name)
+        self._lexical: LexicalIndex | None = None
         with self._session("open") as col:
             built_with = (col.metadata or {}).get("embedder")
         if built_with != embedder_name:
@@ -148,16 +157,65 @@ class StyleLibrary:
 
     # -- read -------------------------------------------------------------------------------------------
 
-    def search(self, query: Any, k: int = 3, tags: Sequence[str] | str | None = None) -> list[Style]:
-        """Return the top-k styles for a text (str) or an image (PIL image, array, bytes or pathlib.Path)."""
-        if isinstance(query, str):
-            if not query.strip():
-                raise LibraryError("Empty search text. Fix: describe the style you want, e.g. 'neon city'.")
-            vector = self.embedder.embed_text([query])[0]
-        else:
-            image = usable(load_image(query), "the query image")
-            vector = self.embedder.embed_images([image])[0]
-        return self.search_vector(vector, k=k, tags=tags)
+    def search(self, query: Any, k: int = 3, tags: Sequence[str] | str | None = None, method: str = "hybrid",
+               weights: dict[str, float] | Sequence[float] | None = None) -> list[Style]:
+        """Return the top-k styles for a text (str) or an image (PIL image, array, bytes or pathlib.Path).
+
+        `method`: "dense" (CLIP text->image, or image->image), "lexical" (BM25 over each style's name, caption
+        and tags; only styles sharing a word with the text) or "hybrid" (reciprocal-rank fusion of both, weighted
+        by `weights` {"dense": w, "lexical": w}; an image query has no words, so it ranks by CLIP alone). Each hit
+        carries its `explanation`: its rank and score in each method and the words it matched.
+        """
+        fusion = check_method(method, weights)
+        text = isinstance(query, str)
+        if text and not query.strip():
+            raise LibraryError("Empty search text. Fix: describe the style you want, e.g. 'neon city'.")
+        if not text and method == "lexical":
+            raise LibraryError("Lexical search reads words; an image has none. Fix: search the image with"
+                               " method='dense' (or 'hybrid'), or describe it in words.")
+        if not text:
+            method = "dense"  # nothing to fuse: the scores stay CLIP cosines
+        depth = max(k, CANDIDATES) if method == "hybrid" else k
+        dense = []
+        if method != "lexical" and (not text or fusion["dense"] > 0 or method == "dense"):
+            vector = self.embedder.embed_text([query])[0] if text else \
+                self.embedder.embed_images([usable(load_image(query), "the query image")])[0]
+            dense = self.search_vector(vector, k=depth, tags=tags)
+        lexical = self._lexical_hits(query, depth, tags) if text and method != "dense" else []
+        return fuse(method, dense, lexical, fusion, k)
+
+    def evaluate(self, queries: Any, methods: Sequence[str] | str = METHODS,
+                 k: Sequence[int] | int = CUTOFFS) -> pd.DataFrame:
+        """Score search methods on labelled queries (a YAML path or {query, relevant} dicts): recall@k, MRR, nDCG."""
+        return evaluate_search(self, queries, methods, k)
+
+    def _lexical_hits(self, query: str, k: int, tags: Sequence[str] | str | None) -> list:
+        """(Style, BM25 score, matched words) of the best `k` styles sharing a word with `query`."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise LibraryError(f"k must be a whole number of at least 1, got {k!r}.")
+        with self._session("search") as col:
+            index = self._lexical_index(col)
+        if not index.ids:
+            raise LibraryError(f"The style library at {self.path} is empty. Fix: wb.library.ingest('styles/') first.")
+        found = index.search(query, k, tag_list(tags) if tags else None)
+        return [(as_style(index.ids[n], index.metas[n]), score, words) for n, score, words in found]
+
+    def _lexical_index(self, col: Any) -> LexicalIndex:
+        """The lexical index of the library as it is now (held session): kept, read back, or rebuilt."""
+        state = None if self._store.url else (self._store.token or None)
+        if self._lexical is not None and state is not None and self._lexical.state == state:
+            return self._lexical
+        folder = None if self._store.url else Path(self.path)
+        index = load_lexical(folder, state) if folder is not None else None
+        if index is None:
+            index = LexicalIndex.from_metadata(state, all_metadata(col))
+            if folder is not None and state is not None and not self._store.read_only:
+                try:
+                    index.save(folder)
+                except StorageError:  # a full disk costs the next process a rebuild, not this search
+                    pass
+        self._lexical = index
+        return index
 
     def search_vector(self, vector: np.ndarray, k: int = 3, tags: Sequence[str] | str | None = None) -> list[Style]:
         """Return the top-k styles nearest to an embedding."""
@@ -236,15 +294,15 @@ class StyleLibrary:
     def list(self, tags: Sequence[str] | str | None = None) -> list[Style]:
         """Return every style (optionally only those with all `tags`), sorted by name."""
         with self._session("list") as col:
-            res = col.get(where=tag_filter(tags), include=["metadatas"])
-        styles = [as_style(sid, meta) for sid, meta in zip(res["ids"], res["metadatas"])]
+            found = all_metadata(col, where=tag_filter(tags))
+        styles = [as_style(sid, meta) for sid, meta in found.items()]
         return sorted(styles, key=lambda s: (s.name.lower(), s.id))
 
     def table(self, tags: Sequence[str] | str | None = None) -> pd.DataFrame:
         """Return the styles as a DataFrame (one row per style)."""
         import pandas as pd
 
-        cols = [f for f in Style.__dataclass_fields__ if f != "score"]
+        cols = [f for f in Style.__dataclass_fields__ if f not in ("score", "explanation")]
         return pd.DataFrame([{c: getattr(s, c) for c in cols} for s in self.list(tags)], columns=cols)
 
     def snapshot(self) -> list[dict]:

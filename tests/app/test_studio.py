@@ -148,7 +148,7 @@ def test_candidates_with_thumbnails_are_shown_at_k1(wb, sketch):
     studio = fast(wb, sketch, top_k=1)
     studio.generate(wait=True)
     page = studio.candidates.value
-    top5 = wb.library.search(studio.prompt.value, k=5)
+    top5 = wb.library.search(studio.prompt.value, k=5, method="dense")
     assert page.count("<img src='data:image/png") == 5 and all(s.name in page for s in top5)
     assert page.count("used, weight 1.00") == 1 and page.count("not used") == 4
     assert f"score {top5[1].score:.3f}" in page and studio.references.value == ""  # one reference: no blend

@@ -27,7 +27,7 @@ def test_run_returns_the_documented_result(wb, sketch):
 
 
 def test_retrieval_is_top1_by_default_and_blends_top_k(wb, sketch):
-    top = wb.library.search("a neon city", k=3)
+    top = wb.library.search("a neon city", k=3, method="dense")  # what generation uses until the knob lands
     res = wb.run(sketch, "a neon city", **FAST)
     assert res.style.id == top[0].id
     blend = wb.run(sketch, "a neon city", top_k=3, **FAST)

@@ -10,36 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import STYLES
 from PIL import Image
 
 import sdrag
 from sdrag import LibraryError, StyleNotFoundError
-from sdrag.models.device import pick_device, pick_dtype
-from sdrag.models.plan import plan
-from sdrag.models.presets import get_spec
 from sdrag.models.tiny import TINY_VERSION
-from sdrag.retrieval.embed import ClipEmbedder
 from sdrag.retrieval.library import StyleLibrary
 
 NAME = f"tiny-v{TINY_VERSION}"  # what a tiny Workbench calls its embedder (its libraries are opened with it)
-
-
-@pytest.fixture(scope="module")
-def clip():
-    """The tiny preset's CLIP embedder, built as a Workbench builds it, without loading the generator."""
-    device = pick_device()
-    dtype = pick_dtype(device)
-    return ClipEmbedder(plan(get_spec("tiny"), dtype)["clip"], device, dtype)
-
-
-@pytest.fixture
-def lib(tmp_path, clip):
-    """A fresh library on a copy of the starter styles, sharing the module's embedder."""
-    folder = tmp_path / "styles"
-    shutil.copytree(STYLES, folder)
-    library = StyleLibrary(tmp_path / "db", lambda: clip, NAME)
-    return library, folder
 
 
 def test_ingest_then_reingest_is_idempotent(lib):
