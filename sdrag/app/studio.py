@@ -285,7 +285,7 @@ class RagStudio(Knobs):
         if not p.prompt.strip():
             return []
         try:
-            return self.wb.library.search(p.prompt, k=max(CANDIDATES, p.top_k), tags=p.tags, method="dense")
+            return self.wb.library.search(p.prompt, k=max(CANDIDATES, p.top_k), tags=p.tags, method=p.retrieval)
         except SdragError:
             return []
 

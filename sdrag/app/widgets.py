@@ -22,6 +22,7 @@ from ..generation.ipscale import is_number
 from ..generation.params import LIMITS, Params
 from ..images import SAMPLE_SKETCH, ImageLike, load_image
 from ..models.sd15 import IP_SCALE_PRESETS
+from ..retrieval.ranking import METHODS, explain
 
 if TYPE_CHECKING:
     from ..retrieval.entries import Style
@@ -135,6 +136,7 @@ class Knobs:
         self.guidance = slider(w.FloatSlider, "guidance", 7.5, "guidance", step=0.5)
         self.seed = w.IntText(description="seed", style=WIDE, layout=w.Layout(width="180px"))
         self.top_k = slider(w.IntSlider, "top_k", 1, "top-k styles blended")
+        self.retrieval = w.Dropdown(options=METHODS, value="hybrid", description="retrieval", style=WIDE)
         self.style = w.Dropdown(options=[("auto (retrieve)", "auto")], description="style", style=WIDE)
         self.refresh_styles()
         for knob in self.knobs():
@@ -143,13 +145,13 @@ class Knobs:
     def knobs(self) -> tuple[w.Widget, ...]:
         """Every knob widget, the prompts included."""
         return (self.prompt, self.negative, self.cn_scale, self.cn_range, self.ip_mode, self.ip_scale, self.low,
-                self.high, self.size, self.steps, self.guidance, self.seed, self.top_k, self.style)
+                self.high, self.size, self.steps, self.guidance, self.seed, self.top_k, self.retrieval, self.style)
 
     def knob_rows(self) -> w.VBox:
         """The knobs after the prompts, a few to a row."""
         return w.VBox([w.HBox([self.cn_scale, self.cn_range]), w.HBox([self.ip_mode, self.ip_scale]),
                        w.HBox([self.low, self.high, self.size]), w.HBox([self.steps, self.guidance]),
-                       w.HBox([self.seed, self.top_k, self.style])])
+                       w.HBox([self.seed, self.top_k, self.retrieval, self.style])])
 
     def changed(self, owner: w.Widget | None) -> None:
         """Called after a knob changed (None: after `set_params`); nothing to do here."""
@@ -170,7 +172,7 @@ class Knobs:
                       guidance=self.guidance.value, controlnet_scale=self.cn_scale.value,
                       control_start=self.cn_range.value[0], control_end=self.cn_range.value[1],
                       ip_adapter_scale=ip, canny=(self.low.value, self.high.value), seed=self.seed.value,
-                      size=self.size.value, style=style, top_k=self.top_k.value)
+                      size=self.size.value, style=style, top_k=self.top_k.value, retrieval=self.retrieval.value)
 
     def set_params(self, p: Params) -> None:
         """Put `p` into the widgets (what they cannot show, such as a list of seeds, keeps its widget value)."""
@@ -179,7 +181,8 @@ class Knobs:
                   (self.guidance, p.guidance), (self.cn_scale, p.controlnet_scale),
                   (self.cn_range, (p.control_start, p.control_end)), (self.ip_mode, mode), (self.ip_scale, strength),
                   (self.low, int(p.canny[0])), (self.high, int(p.canny[1])), (self.seed, p.seeds[0]),
-                  (self.size, p.width_height[0]), (self.top_k, p.top_k), (self.style, self._style_value(p.style))]
+                  (self.size, p.width_height[0]), (self.top_k, p.top_k), (self.retrieval, p.retrieval),
+                  (self.style, self._style_value(p.style))]
         # One report at the end, not one per widget (each would redo whatever the subclass does on a change).
         self._quiet = True
         try:
@@ -315,8 +318,8 @@ def candidates_html(candidates: Sequence[Style], references: Sequence[tuple[Styl
         return ""
     used = {s.id: wt for s, wt in references} if retrieved else {}
     why = "" if retrieved else " — none used: the style was picked by hand"
-    cards = "".join(style_card(s, _score(s) + (f"used, weight {used[s.id]:.2f}" if s.id in used else "not used"),
-                               used=s.id in used) for s in candidates)
+    cards = "".join(style_card(s, _score(s) + (f"used, weight {used[s.id]:.2f}" if s.id in used else "not used")
+                               + f" · {explain(s)}", used=s.id in used) for s in candidates)
     return f"<div><b>top {len(candidates)} for the prompt</b>{why}</div>{cards}"
 
 

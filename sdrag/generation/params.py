@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import ParameterError
 from ..models.sd15 import SCHEDULERS, VAE_SCALE
+from ..retrieval.ranking import METHODS
 from .ipscale import IP_SCALE_RANGE, is_number, normalize_ip_scale
 
 FITS = ("pad", "crop")
@@ -166,6 +167,8 @@ class Params(_Fields):
     style: str | list | dict | None = None
     top_k: int = 1
     tags: list[str] | None = None
+    # How retrieval ranks styles: CLIP ("dense"), words of names/captions/tags ("lexical"), or both fused.
+    retrieval: str = "hybrid"
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Params:
@@ -199,6 +202,7 @@ class Params(_Fields):
             "style": _style(self.style, errors),
             "top_k": _int("top_k", self.top_k, *LIMITS["top_k"], errors),
             "tags": _tags(self.tags, errors),
+            "retrieval": _choice("retrieval", self.retrieval, METHODS, errors),
         }
         start, end = out["control_start"], out["control_end"]
         if isinstance(start, float) and isinstance(end, float) and start >= end:
@@ -228,6 +232,7 @@ class ResolvedParams(_Fields):
     style: str | list[tuple[str, float]] | None  # None retrieves; an id or name; or a weighted blend
     top_k: int
     tags: list[str] | None
+    retrieval: str
 
     def resolved(self) -> ResolvedParams:
         """Already resolved: itself."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from PIL import Image
 
-from ..errors import MemoryExhaustedError, ParameterError
+from ..errors import MemoryExhaustedError, ParameterError, StyleNotFoundError
 from ..files import cache_root, pixels_sha256
 from ..images import ImageLike, fit_image, load_image
 from ..models.device import pick_device, pick_dtype
@@ -175,10 +175,15 @@ class Workbench:
         if p.style is None:
             if not prompt.strip():
                 raise ParameterError("Retrieval needs a prompt. Fix: give a prompt, or pick style='<id or name>'.")
-            # Dense until the retrieval method is a Params knob: cell ids and blend weights (from CLIP cosines)
-            # must not change under a sweep's feet.
-            hits = self.library.search(prompt, k=p.top_k, tags=p.tags, method="dense")
-            return hits, list(zip(hits, blend_weights([h.score for h in hits])))
+            hits = self.library.search(prompt, k=p.top_k, tags=p.tags, method=p.retrieval)
+            if not hits:
+                raise StyleNotFoundError(f"No style matches {prompt!r} with retrieval={p.retrieval!r} (lexical search"
+                                         " needs a word in common). Fix: use retrieval='hybrid' or 'dense', or pick"
+                                         " a style.")
+            # A blend weighs its styles by CLIP similarity to the prompt, whichever method chose them.
+            cosines = [h.score for h in hits] if p.retrieval == "dense" else \
+                (self.library.vectors([h.id for h in hits]) @ self.embedder.embed_text([prompt])[0]).tolist()
+            return hits, list(zip(hits, blend_weights(cosines)))
         chosen = [(p.style, 1.0)] if isinstance(p.style, str) else p.style
         styles = [self.library.get(key) for key, _ in chosen]
         if prompt.strip():

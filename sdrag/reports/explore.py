@@ -20,6 +20,7 @@ from ..errors import SdragError
 from ..files import data_uri, image_bytes
 from ..generation.params import Params
 from ..images import load_image
+from ..retrieval.ranking import explain
 from ..runs.folder import OK, SweepRun, varying_params
 from ..runs.metrics import METRICS
 from ..runs.spec import CANNY_SIDES, SweepError, grid_dims
@@ -164,6 +165,11 @@ def _number(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _hits(text) -> list[list]:
+    """A row's retrieved hits, [id, score] or [id, score, explanation] each (rows are read back: checked)."""
+    return [e for e in _json_list(text) if isinstance(e, list) and len(e) >= 2 and isinstance(e[0], str)]
+
+
 def _param(name: str, value):
     """A parameter as the spec wrote it: rows keep lists and mappings (canny, blends) as JSON text."""
     if name in _TEXT_PARAMS or not isinstance(value, str) or not value.startswith(("[", "{")):
@@ -213,8 +219,8 @@ class _Builder:
             "thumb": self.links(run.out_dir / thumb) if thumb else None,
             "image": self.links(run.folder.cell_file(row["image"])) if thumb else None,
             "refs": [[self.style(run, s), _number(w)] for s, w in _json_list(row["references"]) if isinstance(s, str)],
-            "retrieved": [[self.style(run, s), _number(sc)] for s, sc in _json_list(row["retrieved"])
-                          if isinstance(s, str)],
+            "retrieved": [[self.style(run, e[0]), _number(e[1])] for e in _hits(row["retrieved"])],
+            "why": [explain(e[2]) if len(e) > 2 and isinstance(e[2], dict) else "" for e in _hits(row["retrieved"])],
             "style_used": uses_style, "memory": row["memory"] or "",
         }
 

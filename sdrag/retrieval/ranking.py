@@ -66,16 +66,17 @@ def fuse(method: str, dense: list[Style], lexical: list[tuple[Style, float, list
     return hits
 
 
-def explain(style: Style) -> str:
-    """One line saying why a search hit ranked where it did."""
-    why = style.explanation or {}
+def explain(hit: Style | dict | None) -> str:
+    """One line saying why a search hit (or its recorded `explanation`) ranked where it did."""
+    why = (hit.explanation if isinstance(hit, Style) else hit) or {}
     dense, lexical = why.get("dense") or {}, why.get("lexical") or {}
     parts = []
-    if dense.get("rank"):
+    if isinstance(dense.get("rank"), int) and isinstance(dense.get("score"), (int, float)):
         parts.append(f"CLIP #{dense['rank']} ({dense['score']:.3f})")
-    if lexical.get("rank"):
-        parts.append(f"words #{lexical['rank']} ({lexical['score']:.2f}: {', '.join(lexical['terms'])})")
-    elif why.get("method") != "dense":
+    if isinstance(lexical.get("rank"), int) and isinstance(lexical.get("score"), (int, float)):
+        words = [t for t in lexical.get("terms") or [] if isinstance(t, str)]
+        parts.append(f"words #{lexical['rank']} ({lexical['score']:.2f}: {', '.join(words)})")
+    elif why.get("method") in ("lexical", "hybrid"):
         parts.append("no word in common")
     return " · ".join(parts) or "no explanation"
 

@@ -31,6 +31,7 @@ from .lock import FolderLock
 from .schema import (
     CELL_ID,
     FAILED,
+    LEGACY_VALUES,
     OK,
     ROW_COLUMNS,
     TEXT_COLUMNS,
@@ -40,6 +41,7 @@ from .schema import (
     references_text,
     row_problem,
     spreadsheet_safe,
+    with_legacy_values,
 )
 from .spec import SweepError
 
@@ -58,7 +60,12 @@ _SUBFOLDERS = ("cells", "rows", "styles")
 
 def cell_id(p: ResolvedParams, context: dict) -> str:
     """Content hash of a cell's resolved parameters and what they act on (preset, sketch)."""
-    blob = canonical({"params": p.to_dict(), **context})
+    params = p.to_dict()
+    # Parameters added later leave the hash at the value cells had before them, so older cells keep their ids.
+    for name, before in LEGACY_VALUES.items():
+        if params.get(name) == before:
+            params.pop(name)
+    blob = canonical({"params": params, **context})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -141,10 +148,13 @@ class RunFolder:
         report."""
         foreign = sorted(set(rows) - set(ids))
         if foreign:
+            hint = "".join(f" Cells made before `{name}` was a parameter used {name}: {before}; add it to the spec's"
+                           " base to resume them." for name, before in LEGACY_VALUES.items()
+                           if any(rows[cid].get(name) == before for cid in foreign))
             raise SweepError(
                 f"{self.path} holds {len(foreign)} cell(s) of another spec (e.g. {foreign[0]}) that this spec does"
                 " not have; running it here would drop them from the results. Fix: pass another out_dir, or run a"
-                " spec that includes them (a spec with more values adds cells)."
+                f" spec that includes them (a spec with more values adds cells).{hint}"
             )
 
     def write_manifest(self, manifest: dict) -> dict:
@@ -239,7 +249,7 @@ class RunFolder:
 
     def _read_row(self, path: Path, name_id: str) -> tuple[dict | None, str]:
         try:
-            row = json.loads(path.read_text(encoding="utf-8"))
+            row = with_legacy_values(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             return None, f"cannot be read ({type(exc).__name__})"
         problem = row_problem(row, name_id)
@@ -284,6 +294,9 @@ class RunFolder:
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise SweepError(f"{self.table_path} cannot be read ({exc}). Fix: pass a folder run_sweep wrote."
                              ) from None
+        for name, before in LEGACY_VALUES.items():
+            if name not in table:  # a table written before the parameter existed
+                table[name] = before
         missing = [c for c in ROW_COLUMNS if c not in table]
         if missing or not table["cell_id"].map(lambda c: isinstance(c, str) and CELL_ID.fullmatch(c)).all():
             raise SweepError(f"{self.table_path} is not a sweep's results table (missing or malformed columns:"

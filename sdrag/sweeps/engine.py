@@ -197,7 +197,9 @@ class _Runner:
             "status": OK, "error": note, "seconds": round(seconds, 4), "peak_mem_mb": round(peak, 1),
             # Full precision: reproduce() blends with exactly these weights.
             "references": references_text([(s.id, w) for s, w in res.references]),
-            "retrieved": json.dumps([[h.id, round(h.score, 4)] for h in res.hits if h.score is not None]),
+            # Each hit's score in the cell's retrieval method, and why it ranked there (ranks, matched words).
+            "retrieved": json.dumps([[h.id, round(h.score, 4), h.explanation] for h in res.hits
+                                     if h.score is not None]),
             # Memory savers in effect, and the ones an out-of-memory retry switched on for this batch.
             "memory": json.dumps({**res.info["memory"], "oom_fallback": res.info["oom_fallback"]}),
             "edges_sha256": pixels_sha256(res.edges),

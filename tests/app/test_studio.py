@@ -148,10 +148,23 @@ def test_candidates_with_thumbnails_are_shown_at_k1(wb, sketch):
     studio = fast(wb, sketch, top_k=1)
     studio.generate(wait=True)
     page = studio.candidates.value
-    top5 = wb.library.search(studio.prompt.value, k=5, method="dense")
+    top5 = wb.library.search(studio.prompt.value, k=5)  # the studio ranks as its retrieval knob says
     assert page.count("<img src='data:image/png") == 5 and all(s.name in page for s in top5)
     assert page.count("used, weight 1.00") == 1 and page.count("not used") == 4
     assert f"score {top5[1].score:.3f}" in page and studio.references.value == ""  # one reference: no blend
+
+
+def test_the_retrieval_knob_reaches_the_run_and_candidates_say_why(wb, sketch):
+    studio = fast(wb, sketch, top_k=1)
+    studio.prompt.value = "a watercolour cottage in a meadow"
+    studio.retrieval.value = "lexical"
+    assert studio.params().retrieval == "lexical"
+    studio.generate(wait=True)
+    assert studio.result.params["retrieval"] == "lexical" and studio.result.style.name == "Watercolour wash"
+    page = studio.candidates.value
+    assert "words #1" in page and "watercolour" in page  # the explanation of the top candidate
+    studio.retrieval.value = "dense"
+    assert studio.save_button.disabled  # another retrieval makes the shown result out of date
 
 
 def test_the_edge_panel_follows_the_sliders_without_generate(wb, sketch):

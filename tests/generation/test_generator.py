@@ -48,9 +48,10 @@ def fingerprint(image: Image.Image) -> np.ndarray:
     return np.asarray(image, float).reshape(4, 16, 4, 16, 3).mean(axis=(1, 3)).flatten()
 
 
-# Each knob moved away from the default (4 steps, seed 0, 64 px, retrieval on "a neon city"); schedulers at 8 steps.
-# The tiny weights are fixed (seeded build), so these numbers are the pipeline's, recorded before the package was
-# reshaped and unchanged by it. Every two of them differ by more than 1.4, so a knob wired to another knob's place
+# Each knob moved away from the default (4 steps, seed 0, 64 px, dense retrieval on "a neon city"); schedulers at 8
+# steps. The tiny weights are fixed (seeded build), so these numbers are the pipeline's, recorded before the package
+# was reshaped and unchanged by it (the baseline retrieves with CLIP alone, as every cell did before `retrieval`
+# was a knob; `retrieval` itself was recorded when it was added). Every two of them differ by more than 1.4, so a knob wired to another knob's place
 # (or ignored, giving `default`) lands on the wrong numbers.
 KNOBS = {
     "default": {}, "ip_adapter_scale": {"ip_adapter_scale": 0.0}, "ip_block_preset": {"ip_adapter_scale": "style"},
@@ -58,7 +59,7 @@ KNOBS = {
     "control_start": {"control_start": 0.5},
     "control_end": {"control_end": 0.25}, "prompt": {"prompt": "a pencil drawing"},
     "negative_prompt": {"negative_prompt": "ugly, blurry, dark"}, "seed": {"seed": 1}, "steps": {"steps": 8},
-    "style": {"style": "Bauhaus pastel"},
+    "style": {"style": "Bauhaus pastel"}, "retrieval": {"retrieval": "hybrid"},
     **{f"scheduler={s}": {"scheduler": s, "steps": 8} for s in SCHEDULERS if s != "unipc"},
 }
 PINNED = json.loads((Path(__file__).with_name("pinned_fingerprints.json")).read_text())
@@ -66,7 +67,7 @@ PINNED = json.loads((Path(__file__).with_name("pinned_fingerprints.json")).read_
 
 @pytest.mark.parametrize("case", KNOBS)
 def test_each_knob_moves_the_output_to_its_pinned_numbers(wb, sketch, case):
-    image = run(wb, sketch, **{"steps": 4, **KNOBS[case]}).image
+    image = run(wb, sketch, **{"steps": 4, "retrieval": "dense", **KNOBS[case]}).image
     np.testing.assert_allclose(fingerprint(image), PINNED[case], atol=0.6)
 
 

@@ -27,14 +27,30 @@ def test_run_returns_the_documented_result(wb, sketch):
 
 
 def test_retrieval_is_top1_by_default_and_blends_top_k(wb, sketch):
-    top = wb.library.search("a neon city", k=3, method="dense")  # what generation uses until the knob lands
+    top = wb.library.search("a neon city", k=3)  # hybrid, as Params.retrieval is by default
     res = wb.run(sketch, "a neon city", **FAST)
     assert res.style.id == top[0].id
     blend = wb.run(sketch, "a neon city", top_k=3, **FAST)
     assert [h.id for h in blend.hits] == [h.id for h in top]
     weights = [w for _, w in blend.references]
     assert sum(weights) == pytest.approx(1.0) and len(weights) == 3
+    # Blend weights follow CLIP similarity to the prompt, whichever method ranked the styles.
+    from sdrag.generation.workbench import blend_weights
+
+    cosines = wb.library.vectors([h.id for h in top]) @ wb.embedder.embed_text(["a neon city"])[0]
+    assert weights == pytest.approx(blend_weights(cosines), abs=1e-5)
+    assert weights != pytest.approx(blend_weights([h.score for h in top]), abs=1e-4)  # not the fused scores
     assert not np.array_equal(np.asarray(blend.image), np.asarray(res.image))
+
+
+def test_the_retrieval_knob_chooses_how_styles_are_ranked(wb, sketch):
+    words = wb.run(sketch, "a watercolour cottage in a meadow", retrieval="lexical", **FAST)
+    clip = wb.run(sketch, "a watercolour cottage in a meadow", retrieval="dense", **FAST)
+    assert words.style.name == "Watercolour wash" and words.params["retrieval"] == "lexical"
+    assert clip.style.id == wb.library.search("a watercolour cottage in a meadow", k=1, method="dense")[0].id
+    assert words.style.explanation["lexical"]["terms"] == ["watercolour"]
+    with pytest.raises(sdrag.StyleNotFoundError, match="lexical search needs a word in common"):
+        wb.run(sketch, "zzqx", retrieval="lexical", **FAST)
 
 
 def test_fixed_style_by_id_or_name_and_weighted_list(wb, sketch):

@@ -211,3 +211,16 @@ def test_thumbnails_are_named_by_content_and_never_written_through_a_link(wb, tm
     with pytest.raises(SweepError, match="link or a file"):
         cell_thumbnail(run.folder, row)
     assert list(outside.iterdir()) == []
+
+
+def test_the_page_says_why_each_retrieved_style_ranked(wb, tmp_path):
+    run = quick(wb, tmp_path, "r", {"axes": {"retrieval": ["hybrid", "dense"]}})
+    run.report_path = None
+    from sdrag.reports.html import write_report
+
+    data = page_data(write_report(run))
+    hybrid, dense = sorted(data["cells"], key=lambda c: c["p"]["retrieval"], reverse=True)
+    assert hybrid["p"]["retrieval"] == "hybrid" and "words #1" in hybrid["why"][0] and "neon" in hybrid["why"][0]
+    assert dense["why"][0].startswith("CLIP #1") and "words" not in dense["why"][0]
+    row = json.loads((run.out_dir / "rows" / f"{hybrid['id']}.json").read_text())
+    assert json.loads(row["retrieved"])[0][2]["lexical"]["terms"] == ["neon"]

@@ -335,3 +335,24 @@ def test_out_of_memory_on_every_rung_fails_only_that_cell(tmp_path, monkeypatch)
     failed = run.table.set_index("seed").loc[1]
     assert failed["status"] == "failed" and failed["error"].startswith("MemoryExhaustedError: Out of GPU memory")
     assert "Fix: lower size" in failed["error"] and run.table.set_index("seed").loc[0, "status"] == "ok"
+
+
+def test_a_folder_made_before_the_retrieval_knob_resumes_with_dense_and_says_how(wb, tmp_path):
+    out = tmp_path / "run"
+    spec = small_spec(base=dict(BASE, retrieval="dense"), metrics=False)
+    first = run_sweep(spec, out_dir=out, workbench=wb, progress=False, report=False)
+    # Rewrite the folder as an older sdrag wrote it: no `retrieval` in rows, table or resolved parameters.
+    for path in (out / "rows").glob("*.json"):
+        row = json.loads(path.read_text())
+        row.pop("retrieval")
+        resolved = json.loads(row["resolved"])
+        resolved.pop("retrieval")
+        row["resolved"] = json.dumps(resolved)
+        path.write_text(json.dumps(row))
+    table = (out / "results.csv").read_text().splitlines()
+    assert "retrieval" in table[0]
+    again = run_sweep(spec, out_dir=out, workbench=wb, progress=False, report=False)
+    assert sorted(again.table["cell_id"]) == sorted(first.table["cell_id"])  # the same cells, none remade
+    assert again.manifest["rows_set_aside"] == [] and (again.table["retrieval"] == "dense").all()
+    with pytest.raises(SweepError, match="add it to the spec's base to resume them"):
+        run_sweep(small_spec(metrics=False), out_dir=out, workbench=wb, progress=False, report=False)

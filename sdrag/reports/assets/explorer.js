@@ -248,10 +248,11 @@
 
   // -- one cell, enlarged ----------------------------------------------------------------------------------
   function params(c) { return { ...D.common[c.run], ...c.p }; }
-  function styleRow(sid, num, what, unused) {
+  function styleRow(sid, num, what, unused, why) {
     const s = D.styles[sid] || { name: sid, caption: "" };
     return el("li", {}, s.thumb ? el("img", { src: s.thumb, class: "sthumb", alt: s.name }) : null,
       el("b", { text: s.name }), ` ${what} ${fmt(num, 4)}`, unused ? el("em", { text: " unused (IP-Adapter scale 0)" }) : null,
+      why ? el("span", { class: "why", text: " · " + why }) : null,
       s.caption ? el("div", { class: "cap", text: s.caption }) : null);
   }
   function openCell(ci) {
@@ -277,7 +278,7 @@
     }
     if (c.retrieved.length) {
       body.append(el("h4", { text: "retrieved (score)" }),
-        el("ul", { class: "styles" }, ...c.retrieved.map(([s, sc]) => styleRow(s, sc, "score", false))));
+        el("ul", { class: "styles" }, ...c.retrieved.map(([s, sc], n) => styleRow(s, sc, "score", false, (c.why || [])[n]))));
     }
     const out = el("textarea", { id: "copy-text", readonly: true, rows: "8" });
     const copy = (text) => { out.value = text; out.select(); if (navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {}); };
