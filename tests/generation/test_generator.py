@@ -51,8 +51,8 @@ def fingerprint(image: Image.Image) -> np.ndarray:
 # Each knob moved away from the default (4 steps, seed 0, 64 px, dense retrieval on "a neon city"); schedulers at 8
 # steps. The tiny weights are fixed (seeded build), so these numbers are the pipeline's, recorded before the package
 # was reshaped and unchanged by it (the baseline retrieves with CLIP alone, as every cell did before `retrieval`
-# was a knob; `retrieval` itself was recorded when it was added). Every two of them differ by more than 1.4, so a knob wired to another knob's place
-# (or ignored, giving `default`) lands on the wrong numbers.
+# was a knob; `retrieval` itself was recorded when it was added). Every two of them differ by more than 1.4, so a
+# knob wired to another knob's place (or ignored, giving `default`) lands on the wrong numbers.
 KNOBS = {
     "default": {}, "ip_adapter_scale": {"ip_adapter_scale": 0.0}, "ip_block_preset": {"ip_adapter_scale": "style"},
     "controlnet_scale": {"controlnet_scale": 0.0}, "guidance": {"guidance": 1.0},
