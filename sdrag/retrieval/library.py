@@ -7,8 +7,10 @@ a folder ingest is `ingest.py`'s, and the entries and their metadata are `entrie
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["IngestReport", "Style", "StyleLibrary"]
 # How deep each method looks before fusion: a style ranked 20th by one method can still win on the other.
 CANDIDATES = 20
+_SID = re.compile(r"[0-9a-f]{16}")
+_SHA = re.compile(r"[0-9a-f]{64}")
 
 
 class StyleLibrary:
@@ -145,6 +149,29 @@ class StyleLibrary:
                 col.delete(ids=old)
         return as_style(sha[:16], meta)
 
+    def add_vectors(self, ids: Sequence[str], vectors: Any, metas: Sequence[dict], batch_size: int = 1000) -> int:
+        """Store precomputed embeddings with their metadata (as `entries.metadata` makes it); returns how many."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise LibraryError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
+        keys, rows, checked = _vector_batch(ids, vectors, metas)
+        if not keys:
+            return 0
+        self._store.check_writable("add_vectors")
+        with self._session("add_vectors") as col:
+            stored = col.get(limit=1, include=["embeddings"])["embeddings"]
+            # A batch is also one read by id: past chroma's batch size it would pass SQLite's variable limit.
+            batch_size = min(batch_size, max(1, self._store.client.get_max_batch_size()))
+        dim = len(stored[0]) if stored is not None and len(stored) else self.embedder.dim
+        if rows.shape[1] != dim:
+            raise InputError(f"The vectors have {rows.shape[1]} numbers per row, but the library at {self.path} holds"
+                             f" {dim}. Fix: embed with the embedder that built it ({self.embedder_name}).")
+        for start in range(0, len(keys), batch_size):
+            end = start + batch_size
+            # One locked write per batch, as an ingest makes: a kill -9 loses at most the batch in flight.
+            with self._session("add_vectors", write=True) as col:
+                self._write(col, keys[start:end], rows[start:end], checked[start:end])
+        return len(keys)
+
     def _write(self, col: Any, ids: list[str], vectors: np.ndarray, metas: list[dict],
                stored: dict[str, dict] | None = None) -> None:
         if stored is None:
@@ -232,26 +259,30 @@ class StyleLibrary:
             )
         where = tag_filter(tags)
         with self._session("search") as col:
-            n = min(k, col.count())
-            if n == 0:
-                raise LibraryError(
-                    f"The style library at {self.path} is empty. Fix: wb.library.ingest('styles/') first."
-                )
+            # No count first: chroma 1.5 returns every match when k exceeds them, and a count cost as much as
+            # the query itself at 100,000 styles. Only a failed or empty answer asks whether the library is empty.
             try:
-                res = col.query(query_embeddings=[vec.tolist()], n_results=n, where=where,
+                res = col.query(query_embeddings=[vec.tolist()], n_results=k, where=where,
                                 include=["metadatas", "distances"])
             except Exception as exc:
                 if "dimension" not in str(exc):
                     raise
+                self._check_not_empty(col)
                 raise LibraryError(
                     f"The query vector does not fit the library at {self.path} ({exc}). Fix: embed the query with"
                     " the embedder that built the library (wb.embedder)."
                 ) from None
+            if not res["ids"][0]:
+                self._check_not_empty(col)
         hits = [as_style(sid, meta, score=1.0 - float(dist))
                 for sid, meta, dist in zip(res["ids"][0], res["metadatas"][0], res["distances"][0])]
         if not hits and where:
             raise LibraryError(f"No style has all tags {tag_list(tags)}. Fix: check wb.library.table().")
         return hits
+
+    def _check_not_empty(self, col: Any) -> None:
+        if col.count() == 0:
+            raise LibraryError(f"The style library at {self.path} is empty. Fix: wb.library.ingest('styles/') first.")
 
     def get(self, key: str) -> Style:
         """Return a style by id or by (unique) name."""
@@ -318,3 +349,45 @@ class StyleLibrary:
             resolved = sorted({self._resolve(col, k).id for k in keys})
             col.delete(ids=resolved)
         return len(resolved)
+
+
+def _vector_batch(ids: Any, vectors: Any, metas: Any) -> tuple[list[str], np.ndarray, list[dict]]:
+    """`add_vectors`' inputs checked: unique 16-hex ids, one finite row and one well-formed metadata dict each."""
+    keys = key_list(ids)
+    bad = [sid for sid in keys if not isinstance(sid, str) or not _SID.fullmatch(sid)]
+    if bad or len(set(keys)) != len(keys):
+        raise InputError(f"Style ids must be unique, 16 lower-case hex digits (the start of the image's sha256); got"
+                         f" {short(bad or keys)}. Fix: use hashlib.sha256(image_bytes).hexdigest()[:16].")
+    try:
+        rows = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError):
+        rows = np.zeros((0, 0), np.float32)
+    if rows.ndim != 2 or rows.shape[0] != len(keys) or not rows.shape[1] or not np.isfinite(rows).all():
+        raise InputError(f"The vectors must be one row of finite numbers per id ({len(keys)} rows), got"
+                         f" {short(vectors)}. Fix: pass an (n, dim) array such as wb.embedder.embed_images(...).")
+    checked = list(metas) if isinstance(metas, (list, tuple)) else []
+    if len(checked) != len(keys):
+        raise InputError(f"Give one metadata dict per id ({len(keys)}), got {short(metas)}.")
+    for sid, meta in zip(keys, checked):
+        problem = _meta_problem(sid, meta)
+        if problem:
+            raise InputError(f"Cannot add style {sid}: {problem}.")
+    return keys, rows, checked
+
+
+def _meta_problem(sid: str, meta: Any) -> str:
+    """Why `meta` is not what `entries.metadata` makes for style `sid`, or ''."""
+    texts = ("name", "caption", "licence", "source", "tags", "path", "sha256")
+    if (not isinstance(meta, dict) or not all(isinstance(meta.get(key), str) for key in texts)
+            or not all(type(meta.get(key)) is int and meta[key] > 0 for key in ("width", "height"))):
+        return (f"its metadata must hold text {', '.join(texts)} and positive whole width and height, got"
+                f" {short(meta)}. Fix: build it with sdrag.retrieval.entries.metadata")
+    if not _SHA.fullmatch(meta["sha256"]) or meta["sha256"][:16] != sid:
+        return "its id must be the first 16 digits of its sha256 (64 lower-case hex digits)"
+    info = {key: meta[key] for key in ("name", "caption", "licence", "source")}
+    info["tags"] = tag_list(meta["tags"])
+    size = SimpleNamespace(width=meta["width"], height=meta["height"])
+    if metadata(info, meta["path"], meta["sha256"], size) != meta:
+        return ("its tags must be lower-case, unique, sorted and comma-joined, with one 'tag:NAME': True key each and"
+                " no other keys. Fix: build it with sdrag.retrieval.entries.metadata")
+    return text_problem(meta)

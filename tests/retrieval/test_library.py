@@ -1,10 +1,13 @@
+import hashlib
 import json
 import os
+import random
 import shutil
 import struct
 import subprocess
 import sys
 import textwrap
+import time
 import zlib
 from pathlib import Path
 
@@ -510,3 +513,147 @@ def test_retrieval_imports_stay_light_and_one_way():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+# -- precomputed vectors (add_vectors) and search cost ----------------------------------------------------
+
+
+def _vector_styles(n: int, dim: int, seed: int = 0) -> tuple[list[str], np.ndarray, list[dict]]:
+    """`n` styles as an embedding pipeline outside sdrag would hand them over: ids, unit rows, metadata."""
+    from types import SimpleNamespace
+
+    from sdrag.retrieval.entries import metadata
+
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((n, dim)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    ids, metas = [], []
+    for i in range(n):
+        sha = hashlib.sha256(f"vector style {seed} {i}".encode()).hexdigest()
+        info = {"name": f"vector {i}", "caption": f"plate {i} in {'ochre' if i % 2 else 'teal'} gouache",
+                "licence": "CC0-1.0", "source": "", "tags": ["even" if i % 2 == 0 else "odd", "synthetic"]}
+        ids.append(sha[:16])
+        metas.append(metadata(info, Path(f"/data/v{seed}_{i}.png"), sha, SimpleNamespace(width=64, height=48)))
+    return ids, rows, metas
+
+
+def test_add_vectors_stores_batches_that_search_list_and_lexical_see(fresh, clip):
+    library, _ = fresh
+    ids, rows, metas = _vector_styles(25, clip.dim)
+    assert library.add_vectors(ids, rows, metas, batch_size=10) == 25 and len(library) == 25
+    np.testing.assert_allclose(library.vectors(ids), rows, atol=1e-6)
+    assert all(library.search_vector(rows[i], k=1)[0].id == ids[i] for i in (0, 7, 24))
+    assert {s.id for s in library.list(tags="odd")} == set(ids[1::2])
+    hits = library.search("ochre gouache", k=30, method="lexical")
+    # Every caption says gouache; the ochre ones match both words and rank first.
+    assert len(hits) == 25 and {h.id for h in hits[:12]} == set(ids[1::2])
+    assert hits[0].explanation["lexical"]["terms"] == ["gouache", "ochre"]
+    # Again with a tag dropped: the same ids are updated in place, and the dropped tag stops matching.
+    changed = [{**{k: v for k, v in m.items() if k != "tag:synthetic"}, "tags": m["tags"].replace(",synthetic", "")}
+               for m in metas]
+    assert library.add_vectors(ids, rows, changed) == 25 and len(library) == 25
+    with pytest.raises(LibraryError, match="No style has all tags"):
+        library.search_vector(rows[0], tags="synthetic")
+    assert library.add_vectors([], np.zeros((0, clip.dim)), []) == 0
+
+
+def test_add_vectors_refuses_bad_input_before_writing_anything(fresh, clip):
+    library, _ = fresh
+    ids, rows, metas = _vector_styles(3, clip.dim)
+    nan = rows.copy()
+    nan[1, 2] = np.nan
+    bad_tags = {**metas[0], "tags": "synthetic,even"}
+    extra = {**metas[0], "colour": "red"}
+    cases = [(["xyz", *ids[1:]], rows, metas, "16 lower-case hex"), ([ids[0]] * 3, rows, metas, "unique"),
+             (ids, nan, metas, "finite"), (ids, rows[:2], metas, "one row"), (ids, "rows", metas, "finite"),
+             (ids, rows, metas[:2], "one metadata dict per id"), (ids, rows, [None, *metas[1:]], "must hold text"),
+             (ids, rows, [{**metas[0], "width": 0}, *metas[1:]], "positive whole"),
+             (ids, rows, [metas[1], metas[0], metas[2]], "first 16 digits of its sha256"),
+             (ids, rows, [bad_tags, *metas[1:]], "sorted"), (ids, rows, [extra, *metas[1:]], "no other keys"),
+             (ids, np.hstack([rows, rows]), metas, f"holds {clip.dim}. Fix")]
+    for case_ids, case_rows, case_metas, message in cases:
+        with pytest.raises(sdrag.InputError, match=message):
+            library.add_vectors(case_ids, case_rows, case_metas)
+    with pytest.raises(LibraryError, match="batch_size"):
+        library.add_vectors(ids, rows, metas, batch_size=0)
+    assert len(library) == 0
+    library.add_vectors(ids[:1], rows[:1], metas[:1])  # now the stored vectors set the dimension
+    with pytest.raises(sdrag.InputError, match=f"holds {clip.dim}"):
+        library.add_vectors(ids[1:], np.hstack([rows, rows])[1:], metas[1:])
+    assert len(library) == 1
+
+
+# A child process adding precomputed vectors a chunk at a time, saying so after each chunk, until it is killed.
+ADD_VECTORS = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[3])
+from test_library import _vector_styles
+from sdrag.retrieval.library import StyleLibrary
+ids, rows, metas = _vector_styles(int(sys.argv[2]), 32, seed=9)
+library = StyleLibrary(sys.argv[1], lambda: None, sys.argv[4])
+len(library)
+print("ready", flush=True)
+for start in range(0, len(ids), 200):
+    library.add_vectors(ids[start:start + 200], rows[start:start + 200], metas[start:start + 200], batch_size=50)
+    print("chunk", flush=True)
+"""
+
+
+def test_kill_9_during_add_vectors_loses_at_most_the_batch_in_flight(tmp_path, clip):
+    assert clip.dim == 32  # the child process builds rows of this size
+    db, n = tmp_path / "db", 2000
+    ids, rows, metas = _vector_styles(n, 32, seed=9)
+    library = StyleLibrary(db, lambda: clip, NAME)
+    library.add_vectors(ids[:50], rows[:50], metas[:50])
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    proc = subprocess.Popen([sys.executable, "-c", ADD_VECTORS, str(db), str(n), str(Path(__file__).parent), NAME],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    chunks = rng.randint(1, 6)
+    for _ in range(chunks):
+        assert proc.stdout.readline().strip() == "chunk", proc.stderr.read()
+    time.sleep(rng.uniform(0, 0.1))  # then mid-upsert, mid-commit or between batches
+    proc.kill()
+    proc.communicate(timeout=60)
+    library = StyleLibrary(db, lambda: clip, NAME)
+    stored = len(library)
+    # Whole batches only (chroma writes each one in one transaction), every finished chunk kept, each row intact.
+    assert stored % 50 == 0 and chunks * 200 <= stored < n, f"{stored} stored after {chunks} chunks (seed {seed})"
+    np.testing.assert_allclose(library.vectors(ids[:stored]), rows[:stored], atol=1e-6)
+    assert library.search_vector(rows[stored - 1], k=1)[0].id == ids[stored - 1]
+    assert library.add_vectors(ids, rows, metas, batch_size=500) == n and len(library) == n
+
+
+def test_search_asks_the_count_only_when_nothing_was_found(fresh, clip):
+    library, _ = fresh
+    ids, rows, metas = _vector_styles(6, clip.dim)
+    library.add_vectors(ids, rows, metas)
+    store = library._store
+    counted = []
+    with library._session("spy") as col:
+        count = col.count
+
+        def spy():
+            counted.append(1)
+            return count()
+
+        col.count = spy  # a spy: the real count still answers
+    assert len(library.search_vector(rows[0], k=50)) == 6 and not counted  # k above the size: every style
+    with pytest.raises(LibraryError, match="No style has all tags"):
+        library.search_vector(rows[0], tags="missing")
+    assert counted == [1] and store.col is col
+    library.remove(ids)
+    with pytest.raises(LibraryError, match="is empty. Fix"):
+        library.search_vector(rows[0])
+    with pytest.raises(LibraryError, match="is empty. Fix"):  # not "does not fit": there is nothing to fit
+        library.search_vector(np.ones(clip.dim + 3))
+
+
+def test_add_vectors_keeps_each_batch_within_what_one_chroma_call_takes(fresh, clip):
+    library, _ = fresh
+    ids, rows, metas = _vector_styles(6000, clip.dim, seed=3)
+    # A batch past chroma's batch size (5,461 here) would also pass SQLite's variable limit in its read by id.
+    assert library.add_vectors(ids, rows, metas, batch_size=10**6) == 6000 and len(library) == 6000
+    assert library.search_vector(rows[5999], k=1)[0].id == ids[5999]
