@@ -60,7 +60,9 @@ def _style_lines(data: dict, cell: dict) -> list[str]:
 
     unused = "" if cell["style_used"] else " <b>unused</b> (IP-Adapter scale 0: no style reached the image)"
     used = ", ".join(f"{name(s)} (weight {_text(wt)})" for s, wt in cell["refs"]) or "none"
-    found = ", ".join(f"{name(s)} (score {_text(sc)})" for s, sc in cell["retrieved"]) or "none"
+    why = cell.get("why") or [""] * len(cell["retrieved"])
+    found = ", ".join(f"{name(s)} (score {_text(sc)}{' · ' + html.escape(w) if w else ''})"
+                      for (s, sc), w in zip(cell["retrieved"], why)) or "none"
     return [f"<b>styles</b>: {used}{unused}", f"<b>retrieved</b>: {found}"]
 
 

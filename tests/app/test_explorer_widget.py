@@ -80,6 +80,7 @@ def test_details_show_every_parameter_style_names_and_unused_escaped(run_dir, wb
     for needle in ("guidance", "scheduler", "seed", "edge_f1", "unipc", "<td>64</td>"):
         assert needle in text, needle
     assert "unused" not in text and len(ex.details_image.value) > 0
+    assert "CLIP #1 (" in text  # why the style was retrieved (hybrid: its CLIP rank; the prompt's words match none)
 
     ex.button(_cell(ex, ip_adapter_scale=0.0, seed=0, canny="[50, 150]")["id"]).click()
     assert "<b>unused</b>" in ex.details.value
