@@ -11,7 +11,7 @@ import pandas as pd
 from ..runs.folder import OK, load_run, varying_params
 from ..runs.metrics import METRICS
 from ..runs.spec import SweepError
-from .explore import sort_key
+from .explore import axis_label, sort_key
 
 
 def compare_runs(run_dirs, out_path: str | Path | None = None, *, standalone: bool = False) -> pd.DataFrame:
@@ -48,8 +48,6 @@ def compare_runs(run_dirs, out_path: str | Path | None = None, *, standalone: bo
 
 
 def _text(value) -> str:
-    from .explore import axis_label
-
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else axis_label(value)
 
 

@@ -89,13 +89,20 @@ class Axis:
         return {"name": self.name, "params": self.params, "values": self.values}
 
 
-def run_axes(run: SweepRun) -> list[Axis]:
-    """The axes of one run: each spec axis alone, zipped axes as one, explicit cells as one; seed last."""
-    records = run.table.to_dict("records")
+def records(run: SweepRun) -> list[dict]:
+    """The rows of a run's table as dicts, a missing value as None."""
+    return run.table.astype(object).where(run.table.notna(), None).to_dict("records")
+
+
+def run_axes(run: SweepRun, rows: list[dict] | None = None) -> list[Axis]:
+    """The axes of one run: each spec axis alone, zipped axes as one, explicit cells as one; seed last.
+
+    `rows` are the run's `records` when the caller has them already."""
+    rows = records(run) if rows is None else rows
     axes = []
     for names in grid_dims(run.manifest["spec"]):
         # Values the table holds beyond the spec's (a resumed folder's older cells) still get a place.
-        seen = [row_label(r, names) for r in records]
+        seen = [row_label(r, names) for r in rows]
         axes.append(Axis(" + ".join(names), names, list(dict.fromkeys(_spec_labels(run, names) + seen))))
     return axes
 
@@ -110,17 +117,17 @@ def _spec_labels(run: SweepRun, names: list[str]) -> list[str]:
     return [axis_label(float(v) if floats and isinstance(v, int) and not isinstance(v, bool) else v) for v in listed]
 
 
-def _merge_axes(runs: list[SweepRun]) -> list[Axis]:
-    """The axes of several runs: every run's axes by name; values in first-seen order."""
+def _merge_axes(runs: list[SweepRun], rows: list[list[dict]]) -> list[Axis]:
+    """The axes of several runs (their `records` in `rows`): every run's axes by name; values in first-seen order."""
     merged: dict[str, Axis] = {}
-    for run in runs:
-        for axis in run_axes(run):
+    for run, run_rows in zip(runs, rows):
+        for axis in run_axes(run, run_rows):
             known = merged.setdefault(axis.name, Axis(axis.name, axis.params, []))
             known.values = list(dict.fromkeys(known.values + axis.values))
     # A run that holds one value of another run's axis still sits on it, at that value.
-    for run in runs:
+    for run_rows in rows:
         for axis in merged.values():
-            known = axis.values + [row_label(r, axis.params) for r in run.table.to_dict("records")]
+            known = axis.values + [row_label(r, axis.params) for r in run_rows]
             axis.values = list(dict.fromkeys(known))
     if len(runs) > 1:
         names = [f"[{i}] {r.manifest['name']}" for i, r in enumerate(runs)]
@@ -193,7 +200,9 @@ class _Builder:
 
     def __init__(self, runs: list[SweepRun], links: _Links, thumb: int):
         self.runs, self.links, self.thumb = runs, links, thumb
-        self.axes = _merge_axes(runs)
+        self.rows = [records(r) for r in runs]
+        self.axes = _merge_axes(runs, self.rows)
+        self.places = [{v: n for n, v in enumerate(a.values)} for a in self.axes]
         self.styles: dict[str, dict] = {}
         self.metrics = [m for m in METRICS if any(m in r.table for r in runs)]
 
@@ -212,12 +221,13 @@ class _Builder:
         uses_style = ok and _number(row["ip_adapter_scale"]) != 0.0
         return {
             "run": i, "id": row["cell_id"], "status": row["status"], "error": row["error"] or "",
-            "v": [a.values.index(v) for a, v in zip(self.axes, values)],
+            "v": [place[v] for place, v in zip(self.places, values)],
             "p": {n: _param(n, row[n]) for n in varying},
             "m": [_number(row.get(m)) for m in self.metrics],
             "seconds": _number(row["seconds"]), "peak_mb": _number(row["peak_mem_mb"]),
             "thumb": self.links(run.out_dir / thumb) if thumb else None,
-            "image": self.links(run.folder.cell_file(row["image"])) if thumb else None,
+            # A thumbnail exists only for an image `cell_file` accepted (inside cells/): no second check needed.
+            "image": self.links(run.out_dir / row["image"]) if thumb else None,
             "refs": [[self.style(run, s), _number(w)] for s, w in _json_list(row["references"]) if isinstance(s, str)],
             "retrieved": [[self.style(run, e[0]), _number(e[1])] for e in _hits(row["retrieved"])],
             "why": [explain(e[2]) if len(e) > 2 and isinstance(e[2], dict) else "" for e in _hits(row["retrieved"])],
@@ -226,13 +236,12 @@ class _Builder:
 
     def build(self) -> dict:
         cells, common = [], []
-        for i, run in enumerate(self.runs):
-            records = run.table.astype(object).where(run.table.notna(), None).to_dict("records")
+        for i, (run, rows) in enumerate(zip(self.runs, self.rows)):
             varying = varying_params(run.table)
-            first = records[0] if records else {}
-            common.append({k: _param(k, first[k]) for k in (run.table.columns if records else [])
+            first = rows[0] if rows else {}
+            common.append({k: _param(k, first[k]) for k in (run.table.columns if rows else [])
                            if k not in varying and k in _PARAM_COLUMNS})
-            cells.extend(self.cell(i, run, row, varying) for row in records)
+            cells.extend(self.cell(i, run, row, varying) for row in rows)
         # Labels as Python writes the values (JSON numbers lose the ".0" of 0.0 on the way to the page).
         labels = [{k: axis_label(v) for k, v in c.items()} for c in common]
         return {"runs": [_run_info(r) for r in self.runs], "axes": [a.to_dict() for a in self.axes],

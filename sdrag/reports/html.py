@@ -48,8 +48,7 @@ def write_report(run: SweepRun) -> Path:
     links = "".join(f"<li><a href='{html.escape(name)}'>{html.escape(name)}</a> — {html.escape(title)}</li>"
                     for name, title in pages)
     extra = f"<section><h2>Grid pages (PNG, for papers)</h2><ul>{links}</ul></section>" if pages else ""
-    return write_explorer([run], run.report_path if run.report_path else run.out_dir / "report.html",
-                          title=f"sdrag sweep {run.manifest['name']}", extra=extra)
+    return write_explorer([run], run.folder.report_path, title=f"sdrag sweep {run.manifest['name']}", extra=extra)
 
 
 def write_standalone(run_dir: str | Path, out_path: str | Path) -> Path:
