@@ -181,17 +181,20 @@ class Workbench:
                                          " needs a word in common). Fix: use retrieval='hybrid' or 'dense', or pick"
                                          " a style.")
             # A blend weighs its styles by CLIP similarity to the prompt, whichever method chose them.
-            cosines = [h.score for h in hits] if p.retrieval == "dense" else \
-                (self.library.vectors([h.id for h in hits]) @ self.embedder.embed_text([prompt])[0]).tolist()
+            cosines = [h.score for h in hits] if p.retrieval == "dense" else self._prompt_similarity(prompt, hits)
             return hits, list(zip(hits, blend_weights(cosines)))
         chosen = [(p.style, 1.0)] if isinstance(p.style, str) else p.style
         styles = [self.library.get(key) for key, _ in chosen]
         if prompt.strip():
-            sims = self.library.vectors([s.id for s in styles]) @ self.embedder.embed_text([prompt])[0]
-            for s, sim in zip(styles, sims):
-                s.score = float(sim)
+            for s, sim in zip(styles, self._prompt_similarity(prompt, styles)):
+                s.score = sim
         total = sum(w for _, w in chosen)
         return styles, [(s, w / total) for s, (_, w) in zip(styles, chosen)]
+
+    def _prompt_similarity(self, prompt: str, styles: list[Style]) -> list[float]:
+        """CLIP cosine of each style's stored embedding with the prompt's."""
+        sims = self.library.vectors([s.id for s in styles]) @ self.embedder.embed_text([prompt])[0]
+        return [float(x) for x in sims]
 
     def control(self, sketch: Image.Image, p: ResolvedParams) -> Control:
         """The fitted sketch and its Canny edge map for resolved params, cached per sketch and settings."""

@@ -194,6 +194,7 @@ class StyleLibrary:
         carries its `explanation`: its rank and score in each method and the words it matched.
         """
         fusion = check_method(method, weights)
+        _check_k(k)
         text = isinstance(query, str)
         if text and not query.strip():
             raise LibraryError("Empty search text. Fix: describe the style you want, e.g. 'neon city'.")
@@ -218,12 +219,10 @@ class StyleLibrary:
 
     def _lexical_hits(self, query: str, k: int, tags: Sequence[str] | str | None) -> list:
         """(Style, BM25 score, matched words) of the best `k` styles sharing a word with `query`."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise LibraryError(f"k must be a whole number of at least 1, got {k!r}.")
         with self._session("search") as col:
             index = self._lexical_index(col)
         if not index.ids:
-            raise LibraryError(f"The style library at {self.path} is empty. Fix: wb.library.ingest('styles/') first.")
+            raise self._empty_error()
         found = index.search(query, k, tag_list(tags) if tags else None)
         return [(as_style(index.ids[n], index.metas[n]), score, words) for n, score, words in found]
 
@@ -246,8 +245,7 @@ class StyleLibrary:
 
     def search_vector(self, vector: np.ndarray, k: int = 3, tags: Sequence[str] | str | None = None) -> list[Style]:
         """Return the top-k styles nearest to an embedding."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise LibraryError(f"k must be a whole number of at least 1, got {k!r}.")
+        _check_k(k)
         try:
             vec = np.asarray(vector, dtype=np.float32)
         except (TypeError, ValueError):
@@ -282,7 +280,10 @@ class StyleLibrary:
 
     def _check_not_empty(self, col: Any) -> None:
         if col.count() == 0:
-            raise LibraryError(f"The style library at {self.path} is empty. Fix: wb.library.ingest('styles/') first.")
+            raise self._empty_error()
+
+    def _empty_error(self) -> LibraryError:
+        return LibraryError(f"The style library at {self.path} is empty. Fix: wb.library.ingest('styles/') first.")
 
     def get(self, key: str) -> Style:
         """Return a style by id or by (unique) name."""
@@ -349,6 +350,12 @@ class StyleLibrary:
             resolved = sorted({self._resolve(col, k).id for k in keys})
             col.delete(ids=resolved)
         return len(resolved)
+
+
+def _check_k(k: Any) -> None:
+    """Refuse a result count that is not a whole number of at least 1 (before it reaches any arithmetic)."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise LibraryError(f"k must be a whole number of at least 1, got {k!r}.")
 
 
 def _vector_batch(ids: Any, vectors: Any, metas: Any) -> tuple[list[str], np.ndarray, list[dict]]:

@@ -72,6 +72,8 @@ def test_fusion_is_reciprocal_rank_with_the_users_weights(ingested):
     ({"weights": (0, 0)}, "not all zero"),
     ({"weights": {"clip": 1}}, "Search weights"),
     ({"weights": "1,1"}, "Search weights"),
+    ({"k": "3"}, "k must be a whole number"),
+    ({"k": 0, "method": "lexical"}, "k must be a whole number"),
 ])
 def test_bad_methods_and_weights_are_one_clear_error(ingested, kwargs, needle):
     with pytest.raises(LibraryError, match=needle):
