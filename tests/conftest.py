@@ -56,6 +56,21 @@ def noise_styles(folder: Path, n: int, seed: int, side: int = 24) -> Path:
     return folder
 
 
+def hostile_styles(folder: Path, payloads: list[str], plain: str) -> Path:
+    """Two styles in `folder`: one whose name, caption and tag are `payloads[1]`, `[0]`, `[2]`, and one named
+    `plain` (captioned "teal")."""
+    import yaml
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), "orange").save(folder / "a.png")
+    Image.new("RGB", (32, 32), "teal").save(folder / "b.png")
+    (folder / "manifest.yaml").write_text(yaml.safe_dump([
+        {"file": "a.png", "name": payloads[1], "caption": payloads[0], "tags": [payloads[2]]},
+        {"file": "b.png", "name": plain, "caption": "teal"}]))
+    return folder
+
+
 def upload(widget, data: bytes, name: str = "sketch.png") -> None:
     """Put `data` into a FileUpload widget as a browser upload does."""
     import datetime

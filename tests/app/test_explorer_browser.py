@@ -8,8 +8,7 @@ import time
 
 import pytest
 import yaml
-from conftest import REPO
-from PIL import Image
+from conftest import REPO, hostile_styles
 
 import sdrag
 from sdrag.reports.compare import compare_runs
@@ -53,13 +52,7 @@ def page(browser):
 def hostile_run(tmp_path_factory):
     """A run whose prompts, style names, captions and axis values are script payloads."""
     tmp = tmp_path_factory.mktemp("explorer")
-    styles = tmp / "styles"
-    styles.mkdir()
-    Image.new("RGB", (32, 32), "orange").save(styles / "a.png")
-    Image.new("RGB", (32, 32), "teal").save(styles / "b.png")
-    (styles / "manifest.yaml").write_text(yaml.safe_dump([
-        {"file": "a.png", "name": XSS[1], "caption": XSS[0], "tags": [XSS[2]]},
-        {"file": "b.png", "name": "plain teal", "caption": "teal"}]))
+    styles = hostile_styles(tmp / "styles", XSS, "plain teal")
     bench = sdrag.Workbench.from_preset("tiny", library_dir=tmp / "lib")
     spec = {"name": XSS[2], "styles": str(styles), "base": {"prompt": "calm", "steps": 1, "size": 64, "style": XSS[1]},
             "axes": {"prompt": [XSS[0], "calm"], "ip_adapter_scale": [0.0, 0.8], "seed": [0, 1]}}

@@ -4,9 +4,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-import yaml
-from conftest import fail_generation
-from PIL import Image
+from conftest import fail_generation, hostile_styles
 
 import sdrag
 from sdrag.reports import explore, grids
@@ -103,13 +101,7 @@ def page_data(path) -> dict:
 
 
 def test_report_escapes_every_user_string_and_its_data_cannot_end_the_script(tmp_path):
-    styles = tmp_path / "styles"
-    styles.mkdir()
-    Image.new("RGB", (32, 32), "orange").save(styles / "a.png")
-    Image.new("RGB", (32, 32), "teal").save(styles / "b.png")
-    (styles / "manifest.yaml").write_text(yaml.safe_dump([
-        {"file": "a.png", "name": XSS[1], "caption": XSS[0], "tags": [XSS[2]]},
-        {"file": "b.png", "name": "plain", "caption": "teal"}]))
+    styles = hostile_styles(tmp_path / "styles", XSS, "plain")
     bench = sdrag.Workbench.from_preset("tiny", library_dir=tmp_path / "lib")
     spec = {"name": XSS[1], "styles": str(styles), "base": dict(BASE, prompt=XSS[0], negative_prompt=XSS[2]),
             "axes": {"style": [XSS[1], "plain"], "prompt": [XSS[0], XSS[2]]}}
