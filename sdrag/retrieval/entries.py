@@ -8,12 +8,15 @@ keep text chroma cannot store out, and bounded, printable text for messages.
 from __future__ import annotations
 
 import os
+import re
 import reprlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from ..errors import InputError, LibraryError, StyleNotFoundError
@@ -31,6 +34,8 @@ MAX_FILE_BYTES = 256 * 2**20
 # strip (small as a PNG) would be resized to gigapixels.
 MAX_ASPECT = 50.0
 _TAG = "tag:"
+_SID = re.compile(r"[0-9a-f]{16}")
+_SHA = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -232,3 +237,48 @@ def short(value: Any) -> str:
 def short_path(value: Any) -> str:
     """`short` of a path given as text or a path-like object."""
     return short(os.fspath(value) if isinstance(value, os.PathLike) else value)
+
+
+# -- precomputed vectors (StyleLibrary.add_vectors) ----------------------------------------------------------
+
+
+def vector_batch(ids: Any, vectors: Any, metas: Any) -> tuple[list[str], np.ndarray, list[dict]]:
+    """`add_vectors`' inputs checked: unique 16-hex ids, one finite row and one well-formed metadata dict each."""
+    keys = key_list(ids)
+    bad = [sid for sid in keys if not isinstance(sid, str) or not _SID.fullmatch(sid)]
+    if bad or len(set(keys)) != len(keys):
+        raise InputError(f"Style ids must be unique, 16 lower-case hex digits (the start of the image's sha256); got"
+                         f" {short(bad or keys)}. Fix: use hashlib.sha256(image_bytes).hexdigest()[:16].")
+    try:
+        rows = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError):
+        rows = np.zeros((0, 0), np.float32)
+    if rows.ndim != 2 or rows.shape[0] != len(keys) or not rows.shape[1] or not np.isfinite(rows).all():
+        raise InputError(f"The vectors must be one row of finite numbers per id ({len(keys)} rows), got"
+                         f" {short(vectors)}. Fix: pass an (n, dim) array such as wb.embedder.embed_images(...).")
+    checked = list(metas) if isinstance(metas, (list, tuple)) else []
+    if len(checked) != len(keys):
+        raise InputError(f"Give one metadata dict per id ({len(keys)}), got {short(metas)}.")
+    for sid, meta in zip(keys, checked):
+        problem = meta_problem(sid, meta)
+        if problem:
+            raise InputError(f"Cannot add style {sid}: {problem}.")
+    return keys, rows, checked
+
+
+def meta_problem(sid: str, meta: Any) -> str:
+    """Why `meta` is not what `entries.metadata` makes for style `sid`, or ''."""
+    texts = ("name", "caption", "licence", "source", "tags", "path", "sha256")
+    if (not isinstance(meta, dict) or not all(isinstance(meta.get(key), str) for key in texts)
+            or not all(type(meta.get(key)) is int and meta[key] > 0 for key in ("width", "height"))):
+        return (f"its metadata must hold text {', '.join(texts)} and positive whole width and height, got"
+                f" {short(meta)}. Fix: build it with sdrag.retrieval.entries.metadata")
+    if not _SHA.fullmatch(meta["sha256"]) or meta["sha256"][:16] != sid:
+        return "its id must be the first 16 digits of its sha256 (64 lower-case hex digits)"
+    info = {key: meta[key] for key in ("name", "caption", "licence", "source")}
+    info["tags"] = tag_list(meta["tags"])
+    size = SimpleNamespace(width=meta["width"], height=meta["height"])
+    if metadata(info, meta["path"], meta["sha256"], size) != meta:
+        return ("its tags must be lower-case, unique, sorted and comma-joined, with one 'tag:NAME': True key each and"
+                " no other keys. Fix: build it with sdrag.retrieval.entries.metadata")
+    return text_problem(meta)

@@ -7,10 +7,8 @@ a folder ingest is `ingest.py`'s, and the entries and their metadata are `entrie
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +32,7 @@ from .entries import (
     tag_list,
     text_problem,
     usable,
+    vector_batch,
 )
 from .evaluate import CUTOFFS
 from .evaluate import evaluate as evaluate_search
@@ -49,8 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["IngestReport", "Style", "StyleLibrary"]
 # How deep each method looks before fusion: a style ranked 20th by one method can still win on the other.
 CANDIDATES = 20
-_SID = re.compile(r"[0-9a-f]{16}")
-_SHA = re.compile(r"[0-9a-f]{64}")
 
 
 class StyleLibrary:
@@ -153,7 +150,7 @@ class StyleLibrary:
         """Store precomputed embeddings with their metadata (as `entries.metadata` makes it); returns how many."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise LibraryError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
-        keys, rows, checked = _vector_batch(ids, vectors, metas)
+        keys, rows, checked = vector_batch(ids, vectors, metas)
         if not keys:
             return 0
         self._store.check_writable("add_vectors")
@@ -352,49 +349,18 @@ class StyleLibrary:
         return len(resolved)
 
 
+    def compact(self) -> dict[str, int]:
+        """Drop the log rows a rebuild of the index no longer needs and give their disk space back (writes also
+        compact the log, without giving space back, once it outgrows the styles); returns what it did."""
+        if self._store.url:
+            raise LibraryError(f"The library at {self.path} is served by `chroma run`, which purges its own log."
+                               " Fix: to give disk space back, stop the server and run `chroma vacuum --path DIR`.")
+        self._store.check_writable("compact")
+        with self._session("compact", write=True):
+            return self._store.compact()
+
+
 def _check_k(k: Any) -> None:
     """Refuse a result count that is not a whole number of at least 1 (before it reaches any arithmetic)."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise LibraryError(f"k must be a whole number of at least 1, got {k!r}.")
-
-
-def _vector_batch(ids: Any, vectors: Any, metas: Any) -> tuple[list[str], np.ndarray, list[dict]]:
-    """`add_vectors`' inputs checked: unique 16-hex ids, one finite row and one well-formed metadata dict each."""
-    keys = key_list(ids)
-    bad = [sid for sid in keys if not isinstance(sid, str) or not _SID.fullmatch(sid)]
-    if bad or len(set(keys)) != len(keys):
-        raise InputError(f"Style ids must be unique, 16 lower-case hex digits (the start of the image's sha256); got"
-                         f" {short(bad or keys)}. Fix: use hashlib.sha256(image_bytes).hexdigest()[:16].")
-    try:
-        rows = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError):
-        rows = np.zeros((0, 0), np.float32)
-    if rows.ndim != 2 or rows.shape[0] != len(keys) or not rows.shape[1] or not np.isfinite(rows).all():
-        raise InputError(f"The vectors must be one row of finite numbers per id ({len(keys)} rows), got"
-                         f" {short(vectors)}. Fix: pass an (n, dim) array such as wb.embedder.embed_images(...).")
-    checked = list(metas) if isinstance(metas, (list, tuple)) else []
-    if len(checked) != len(keys):
-        raise InputError(f"Give one metadata dict per id ({len(keys)}), got {short(metas)}.")
-    for sid, meta in zip(keys, checked):
-        problem = _meta_problem(sid, meta)
-        if problem:
-            raise InputError(f"Cannot add style {sid}: {problem}.")
-    return keys, rows, checked
-
-
-def _meta_problem(sid: str, meta: Any) -> str:
-    """Why `meta` is not what `entries.metadata` makes for style `sid`, or ''."""
-    texts = ("name", "caption", "licence", "source", "tags", "path", "sha256")
-    if (not isinstance(meta, dict) or not all(isinstance(meta.get(key), str) for key in texts)
-            or not all(type(meta.get(key)) is int and meta[key] > 0 for key in ("width", "height"))):
-        return (f"its metadata must hold text {', '.join(texts)} and positive whole width and height, got"
-                f" {short(meta)}. Fix: build it with sdrag.retrieval.entries.metadata")
-    if not _SHA.fullmatch(meta["sha256"]) or meta["sha256"][:16] != sid:
-        return "its id must be the first 16 digits of its sha256 (64 lower-case hex digits)"
-    info = {key: meta[key] for key in ("name", "caption", "licence", "source")}
-    info["tags"] = tag_list(meta["tags"])
-    size = SimpleNamespace(width=meta["width"], height=meta["height"])
-    if metadata(info, meta["path"], meta["sha256"], size) != meta:
-        return ("its tags must be lower-case, unique, sorted and comma-joined, with one 'tag:NAME': True key each and"
-                " no other keys. Fix: build it with sdrag.retrieval.entries.metadata")
-    return text_problem(meta)

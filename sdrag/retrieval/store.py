@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import LibraryError
+from . import index
 from .faults import DB_FILE, cached_system, failure, forget_system, from_chroma, is_failure, no_failure
 
 try:
@@ -42,10 +43,6 @@ except ImportError:  # Windows: no flock; there a library folder takes one proce
 COLLECTION = "sdrag_styles"
 LOCK_FILE = "sdrag.lock"
 LOCK_TIMEOUT_S = 60.0
-# chroma 1.5 saves its HNSW files in place every `sync_threshold` applied records, and a kill -9 during that
-# save leaves an index it can no longer load ("Failed to apply logs to the hnsw segment writer"). Never saving
-# them keeps every byte of state in SQLite, which is transactional; each open rebuilds the index from its log.
-_SYNC_THRESHOLD = 10**8
 _RECORD_BYTES = 128
 _URL = re.compile(r"^(https?):/{1,2}([^/?#\s]+?)/*$", re.IGNORECASE)
 _READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -95,6 +92,7 @@ class Store:
         self.token: str | None = None
         self.stamp: tuple | None = None  # which database file the client has open (and, read-only, which state)
         self.read_only = ""  # why the folder is read-only; '' while it is writable
+        self.record: dict | None = None  # what the folder's index files and log were after our last operation
         self.mutex = threading.Lock()
         self._path: str | None = None  # the folder chroma was given: the library's, or its private copy
         self._copy: weakref.finalize | None = None
@@ -121,6 +119,7 @@ class Store:
                             self.token = uuid.uuid4().hex
                         _write_record(hold.fd, self.token or "", op)
                     yield self.col
+                    self._settle(hold, write)
                 except BaseException as exc:
                     if not from_chroma(exc):
                         raise
@@ -137,13 +136,36 @@ class Store:
             raise self._read_only_error(op, self.read_only)
 
     def _sync(self, hold: _Hold) -> None:
-        """Reopen the client if another process wrote, the database file changed, or it was never opened."""
+        """Reopen the client if another process wrote, the database or index files changed, or it was never
+        opened."""
         token = _read_token(hold.fd) if hold.fd is not None else None
         if (self.col is None or token != self.token or bool(hold.read_only) != bool(self.read_only)
-                or self._stamp(hold.read_only) != self.stamp):
+                or self._stamp(hold.read_only) != self.stamp or self._index_changed(hold)):
             self._reopen(hold.read_only)
             self.token = token
         self.read_only = hold.read_only
+
+    def _index_changed(self, hold: _Hold) -> bool:
+        """Whether the index files differ from how our last operation left them (a process killed while chroma
+        saved them, for one): then they are checked again before chroma reads them."""
+        return not (self.url or hold.read_only) and (self.record or {}).get("files") != index.stamps(self.location)
+
+    def _settle(self, hold: _Hold, write: bool) -> None:
+        """After an operation that completed: record the index files as they are now, and compact the log once it
+        has outgrown the data (then the client is closed, so chroma reads the compacted log afresh)."""
+        if self.url or hold.read_only or self.record is None:
+            return
+        record = {**self.record, "files": index.stamps(self.location)}
+        if write and index.outgrown(self.location, record.get("log", {})):
+            log = index.log_state(self.location, COLLECTION)
+            if log["rows"] > index.LOG_GROWTH * log["live"] + index.LOG_FLOOR:
+                self.close()
+                index.compact(self.location, COLLECTION)
+                log = index.log_state(self.location, COLLECTION)
+            record["log"] = log
+        if record != self.record:
+            index.write_record(self.location, record)
+            self.record = record
 
     def _stamp(self, read_only: str) -> tuple | None:
         """Which database file is there (and, for a read-only copy, which state of it); None for a server."""
@@ -159,6 +181,9 @@ class Store:
         self.close()
         path = self._private_copy() if read_only else self.location
         try:
+            if not self.url:
+                record = index.prepare(path, COLLECTION, source=self.location)
+                self.record = None if read_only else record
             self._open(path)
         except BaseException as exc:  # chromadb raises many types for a bad folder or an absent server, and panics
             if not is_failure(exc):
@@ -179,7 +204,9 @@ class Store:
             client = chromadb.HttpClient(host=parts.hostname or "localhost", port=parts.port or (443 if https else 80),
                                          ssl=https, settings=settings)
         else:
+            index.keep_log(path)
             self._path = path
+            new = not os.path.isfile(os.path.join(path, DB_FILE)) or not os.path.getsize(os.path.join(path, DB_FILE))
             cached = cached_system(path)
             try:
                 client = chromadb.PersistentClient(path=path, settings=settings)
@@ -190,17 +217,36 @@ class Store:
         try:
             col = client.get_or_create_collection(
                 COLLECTION, embedding_function=None,
-                configuration={"hnsw": {"space": "cosine", "sync_threshold": _SYNC_THRESHOLD}},
+                configuration={"hnsw": {"space": "cosine", "sync_threshold": index.SYNC_THRESHOLD}},
                 metadata={"embedder": self.embedder_name},
             )
             hnsw = (getattr(col, "configuration_json", None) or {}).get("hnsw") or {}
-            if (hnsw.get("sync_threshold") or 0) < _SYNC_THRESHOLD:  # a library made before sdrag set it
-                col.modify(configuration={"hnsw": {"sync_threshold": _SYNC_THRESHOLD}})
+            if not self.url and hnsw.get("sync_threshold") != index.SYNC_THRESHOLD:  # made by an older sdrag
+                col.modify(configuration={"hnsw": {"sync_threshold": index.SYNC_THRESHOLD}})
         except BaseException:
             with no_failure():
                 client.close()
             raise
+        if not self.url and new:
+            # chroma made the database with its log purge on, and reads that setting only when it starts: start
+            # it again, turned off.
+            with no_failure():
+                client.close()
+            forget_system(path)
+            self._open(path)
+            return
         self.client, self.col = client, col
+
+    def compact(self) -> dict[str, int]:
+        """Within a write session: drop the log rows a rebuild no longer needs and give their space back."""
+        db = os.path.join(self.location, DB_FILE)
+        before = os.path.getsize(db)
+        self.close()  # chroma reads the compacted log afresh
+        removed = index.compact(self.location, COLLECTION, vacuum=True)
+        log = index.log_state(self.location, COLLECTION)
+        self.record = {**(self.record or {}), "log": log}
+        return {"log_rows_removed": removed, "log_rows": log["rows"], "styles": log["live"], "bytes_before": before,
+                "bytes_after": os.path.getsize(db)}
 
     def _private_copy(self) -> str:
         """Copy the read-only folder into a fresh temp folder (removed on the next reopen or at exit)."""

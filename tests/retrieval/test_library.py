@@ -1,7 +1,6 @@
 import hashlib
 import json
 import os
-import random
 import shutil
 import struct
 import subprocess
@@ -392,7 +391,6 @@ def wb_dim(library) -> int:
 def test_a_held_lock_times_out_with_the_fix_and_threads_share_a_library(fresh, tmp_path):
     import fcntl
     import threading
-    import time
 
     library, folder = fresh
     slow = StyleLibrary(library.path, library._embedder_factory, library.embedder_name, lock_timeout=0.3)
@@ -581,49 +579,6 @@ def test_add_vectors_refuses_bad_input_before_writing_anything(fresh, clip):
     with pytest.raises(sdrag.InputError, match=f"holds {clip.dim}"):
         library.add_vectors(ids[1:], np.hstack([rows, rows])[1:], metas[1:])
     assert len(library) == 1
-
-
-# A child process adding precomputed vectors a chunk at a time, saying so after each chunk, until it is killed.
-ADD_VECTORS = """
-import sys
-import numpy as np
-sys.path.insert(0, sys.argv[3])
-from test_library import _vector_styles
-from sdrag.retrieval.library import StyleLibrary
-ids, rows, metas = _vector_styles(int(sys.argv[2]), 32, seed=9)
-library = StyleLibrary(sys.argv[1], lambda: None, sys.argv[4])
-len(library)
-print("ready", flush=True)
-for start in range(0, len(ids), 200):
-    library.add_vectors(ids[start:start + 200], rows[start:start + 200], metas[start:start + 200], batch_size=50)
-    print("chunk", flush=True)
-"""
-
-
-def test_kill_9_during_add_vectors_loses_at_most_the_batch_in_flight(tmp_path, clip):
-    assert clip.dim == 32  # the child process builds rows of this size
-    db, n = tmp_path / "db", 2000
-    ids, rows, metas = _vector_styles(n, 32, seed=9)
-    library = StyleLibrary(db, lambda: clip, NAME)
-    library.add_vectors(ids[:50], rows[:50], metas[:50])
-    seed = random.randrange(10**6)
-    rng = random.Random(seed)
-    proc = subprocess.Popen([sys.executable, "-c", ADD_VECTORS, str(db), str(n), str(Path(__file__).parent), NAME],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-    chunks = rng.randint(1, 6)
-    for _ in range(chunks):
-        assert proc.stdout.readline().strip() == "chunk", proc.stderr.read()
-    time.sleep(rng.uniform(0, 0.1))  # then mid-upsert, mid-commit or between batches
-    proc.kill()
-    proc.communicate(timeout=60)
-    library = StyleLibrary(db, lambda: clip, NAME)
-    stored = len(library)
-    # Whole batches only (chroma writes each one in one transaction), every finished chunk kept, each row intact.
-    assert stored % 50 == 0 and chunks * 200 <= stored < n, f"{stored} stored after {chunks} chunks (seed {seed})"
-    np.testing.assert_allclose(library.vectors(ids[:stored]), rows[:stored], atol=1e-6)
-    assert library.search_vector(rows[stored - 1], k=1)[0].id == ids[stored - 1]
-    assert library.add_vectors(ids, rows, metas, batch_size=500) == n and len(library) == n
 
 
 def test_search_asks_the_count_only_when_nothing_was_found(fresh, clip):

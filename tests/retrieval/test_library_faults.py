@@ -215,8 +215,8 @@ def test_a_zero_length_database_is_an_empty_library(db, template):
 
 @pytest.fixture(scope="module")
 def saved_index(tmp_path_factory, template):
-    """The template's styles in a library whose HNSW index chroma saved to disk (as chroma's defaults do, and
-    libraries made before sdrag turned that off): its index files are read on open."""
+    """The template's styles in a library chroma made with its defaults: the index saved, the log purged of what it
+    holds, and no record of sdrag's, so its index files are read on open and cannot be rebuilt."""
     import chromadb
     from chromadb.config import Settings
 
@@ -278,7 +278,7 @@ def test_a_damaged_saved_index_gives_one_library_error_with_the_fix(case, tmp_pa
         pytest.xfail(f"chroma's HNSW code crashed the process (signal {-child.returncode}); not catchable")
 
 
-def test_sdrag_never_reads_its_own_index_files_so_damaging_them_changes_nothing(db, template):
+def test_damaged_index_files_in_a_library_sdrag_made_are_rebuilt_so_nothing_changes(db, template):
     for file in _segment(db).iterdir():
         file.write_bytes(random.Random(file.name).randbytes(file.stat().st_size))
     library = _open(db)
