@@ -189,6 +189,8 @@ class Store:
             if not is_failure(exc):
                 raise
             self.close()
+            if isinstance(exc, LibraryError):  # index.py's own, with its fix
+                raise
             raise failure(f"Cannot open the style library at {self.location}", self.location, self.url, exc) from None
         self.stamp = self._stamp(read_only)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from test_library import NAME, _vector_styles
 
+from sdrag import LibraryError
 from sdrag.retrieval import index
 from sdrag.retrieval.library import StyleLibrary
 from sdrag.retrieval.store import COLLECTION
@@ -127,6 +128,7 @@ def test_index_files_that_differ_from_the_record_are_rebuilt_from_the_log(saved,
 KILLED_WRITER = """
 import sys
 sys.path[:0] = [sys.argv[2], sys.argv[2] + "/.."]
+from sdrag import LibraryError
 from sdrag.retrieval import index
 index.SYNC_THRESHOLD = 20  # a save every other batch: a kill often lands in one
 from test_index import _library
@@ -269,3 +271,15 @@ def test_a_library_chroma_made_with_its_defaults_is_switched_over_and_keeps_work
     assert index.read_record(str(folder))["files"] == index.stamps(str(folder))
     _close(library)
     _assert_finds_each(_library(folder), ids, rows)
+
+
+def test_a_chroma_database_layout_sdrag_does_not_know_is_refused_with_the_fix(saved):
+    folder = saved[0]
+    con = sqlite3.connect(folder / "chroma.sqlite3")
+    con.execute("ALTER TABLE embeddings_queue DROP COLUMN vector")  # as a future chromadb might lay it out
+    con.commit()
+    con.close()
+    with pytest.raises(LibraryError) as caught:
+        _library(folder)
+    text = str(caught.value)
+    assert text.count("Fix:") == 1 and "database layout sdrag does not know" in text and "'vector'" in text, text
