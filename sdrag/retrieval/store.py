@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from ..errors import LibraryError
 from . import index
 from .faults import DB_FILE, cached_system, failure, forget_system, from_chroma, is_failure, no_failure
+from .lockfile import LOCK_FILE, READ_ONLY_ERRNOS, copy_tree, holder, read_only_reason, read_token, write_record
 
 try:
     import fcntl
@@ -41,11 +42,8 @@ except ImportError:  # Windows: no flock; there a library folder takes one proce
     fcntl = None
 
 COLLECTION = "sdrag_styles"
-LOCK_FILE = "sdrag.lock"
 LOCK_TIMEOUT_S = 60.0
-_RECORD_BYTES = 128
 _URL = re.compile(r"^(https?):/{1,2}([^/?#\s]+?)/*$", re.IGNORECASE)
-_READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def server_url(location: Any) -> str | None:
@@ -117,7 +115,7 @@ class Store:
                         if write:
                             # Changed before writing, so a writer killed mid-write still makes others reopen.
                             self.token = uuid.uuid4().hex
-                        _write_record(hold.fd, self.token or "", op)
+                        write_record(hold.fd, self.token or "", op)
                     yield self.col
                     self._settle(hold, write)
                 except BaseException as exc:
@@ -138,7 +136,7 @@ class Store:
     def _sync(self, hold: _Hold) -> None:
         """Reopen the client if another process wrote, the database or index files changed, or it was never
         opened."""
-        token = _read_token(hold.fd) if hold.fd is not None else None
+        token = read_token(hold.fd) if hold.fd is not None else None
         if (self.col is None or token != self.token or bool(hold.read_only) != bool(self.read_only)
                 or self._stamp(hold.read_only) != self.stamp or self._index_changed(hold)):
             self._reopen(hold.read_only)
@@ -256,7 +254,7 @@ class Store:
         self._copy = weakref.finalize(self, shutil.rmtree, tmp, True)
         dest = os.path.join(tmp, "library")
         try:
-            _copy_tree(self.location, dest)
+            copy_tree(self.location, dest)
         except OSError as exc:
             raise LibraryError(
                 f"Cannot read the read-only style library at {self.location} ({exc.strerror or exc}: {exc.filename})."
@@ -282,7 +280,7 @@ class Store:
         if self.url:
             yield _Hold(None)  # a server serialises its clients itself
             return
-        read_only = _read_only_reason(self.location)
+        read_only = read_only_reason(self.location)
         if fcntl is None:
             warnings.warn(f"No file locks on this system: run only one process on the style library at {self.location}"
                           " at a time, or serve it with `chroma run`.", RuntimeWarning, stacklevel=5)
@@ -304,7 +302,7 @@ class Store:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        raise self._busy(op, _holder(fd), timeout) from None
+                        raise self._busy(op, holder(fd), timeout) from None
                     time.sleep(delay)
                     delay = min(delay * 2, 0.05)
                 except OSError as exc:
@@ -325,7 +323,7 @@ class Store:
             try:
                 return os.open(lock, os.O_RDWR | os.O_CREAT, 0o666), ""
             except OSError as exc:
-                if exc.errno not in _READ_ONLY_ERRNOS:
+                if exc.errno not in READ_ONLY_ERRNOS:
                     raise self._lock_error(lock, exc) from None
                 read_only = f"{lock} cannot be opened for writing: {exc.strerror}"
         try:
@@ -369,56 +367,3 @@ def store_for(location: str, url: str | None, embedder_name: str) -> Store:
         if store is None:
             store = _STORES[location] = Store(location, url, embedder_name)
         return store
-
-
-# -- lock file ------------------------------------------------------------------------------------------
-# One fixed-size record: a token that every write changes (so other processes know to reopen), then who holds
-# the lock now (for the message when another process waits too long). Only a writable folder's is written.
-
-
-def _read_token(fd: int) -> str:
-    return os.pread(fd, _RECORD_BYTES, 0).decode("ascii", "replace").split("\n", 1)[0].strip()
-
-
-def _write_record(fd: int, token: str, op: str) -> None:
-    record = f"{token}\n{os.getpid()} {op} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
-    os.pwrite(fd, record[:_RECORD_BYTES].ljust(_RECORD_BYTES, b" "), 0)
-
-
-def _holder(fd: int) -> str:
-    try:
-        pid, op, day, clock = os.pread(fd, _RECORD_BYTES, 0).decode("ascii", "replace").split("\n")[1].split()
-    except (OSError, ValueError, IndexError):
-        return "another process"
-    if pid == str(os.getpid()):
-        return f"another thread of this process ({op}, since {clock})"
-    return f"process {pid} ({op}, since {day} {clock})"
-
-
-# -- read-only folders ----------------------------------------------------------------------------------
-
-
-def _read_only_reason(folder: str) -> str:
-    """Why sdrag cannot write the library folder (a read-only file system, no write permission), or ''."""
-    try:
-        if os.statvfs(folder).f_flag & os.ST_RDONLY:
-            return f"{folder} is on a read-only file system"
-    except (OSError, AttributeError):  # no folder (reported by the lock), or no statvfs (Windows)
-        pass
-    for path in (folder, os.path.join(folder, DB_FILE)):
-        if os.path.exists(path) and not os.access(path, os.W_OK):
-            return f"no write permission on {path}"
-    return ""
-
-
-def _copy_tree(src: str, dest: str) -> None:
-    """Copy a library folder (not its lock file) with fresh, writable permissions; any unreadable part raises."""
-    def fail(exc: OSError) -> None:
-        raise exc
-
-    for root, _dirs, files in os.walk(src, onerror=fail):
-        rel = os.path.relpath(root, src)
-        os.makedirs(os.path.join(dest, rel), exist_ok=True)
-        for name in files:
-            if not (rel == "." and name == LOCK_FILE):
-                shutil.copyfile(os.path.join(root, name), os.path.join(dest, rel, name))

@@ -134,7 +134,7 @@ def _rows(out):
     return len(list((out / "rows").glob("*.json"))) if (out / "rows").is_dir() else 0
 
 
-def test_kill_9_at_five_random_moments_then_resume_is_identical(tmp_path):
+def test_kill_9_at_three_random_moments_then_resume_is_identical(tmp_path):
     reference, killed, lib = tmp_path / "reference", tmp_path / "killed", tmp_path / "lib"
     code = KILLABLE.replace("LIB", repr(str(lib))).replace("OUT", repr(str(reference)))
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
@@ -144,9 +144,9 @@ def test_kill_9_at_five_random_moments_then_resume_is_identical(tmp_path):
     seed = rng.randrange(10**6)
     rng.seed(seed)
     kills = 0
-    for _ in range(5):
+    for _ in range(3):
         # Each round lets at least one new row land, then kills within one more batch's time: mid-batch,
-        # mid-write or between batches. A round so takes at most 2 of the 12 batches, so all 5 find work left.
+        # mid-write or between batches. A round so takes at most 2 of the 12 batches, so all 3 find work left.
         target = _rows(killed) + 1
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
@@ -156,7 +156,7 @@ def test_kill_9_at_five_random_moments_then_resume_is_identical(tmp_path):
         kills += proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert kills == 5, f"the sweep finished before the 5th kill (random seed {seed})"
+    assert kills == 3, f"the sweep finished before the 3rd kill (random seed {seed})"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
     a, b = pd.read_csv(reference / "results.csv"), pd.read_csv(killed / "results.csv")
     assert len(b) == 18 and b["cell_id"].is_unique and (b["status"] == "ok").all(), seed
