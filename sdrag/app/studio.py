@@ -285,7 +285,8 @@ class RagStudio(Knobs):
         if not p.prompt.strip():
             return []
         try:
-            return self.wb.library.search(p.prompt, k=max(CANDIDATES, p.top_k), tags=p.tags, method=p.retrieval)
+            return self.wb.library.search(p.prompt, k=max(CANDIDATES, p.top_k), tags=p.tags, method=p.retrieval,
+                                          avoid=p.avoid or None, diversity=p.diversity)
         except SdragError:
             return []
 

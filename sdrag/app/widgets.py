@@ -137,6 +137,8 @@ class Knobs:
         self.seed = w.IntText(description="seed", style=WIDE, layout=w.Layout(width="180px"))
         self.top_k = slider(w.IntSlider, "top_k", 1, "top-k styles blended")
         self.retrieval = w.Dropdown(options=METHODS, value="hybrid", description="retrieval", style=WIDE)
+        self.avoid = w.Text(description="avoid styles like", placeholder="e.g. dark", style=WIDE)
+        self.diversity = slider(w.FloatSlider, "diversity", 0.0, "diversity of top-k", step=0.05)
         self.style = w.Dropdown(options=[("auto (retrieve)", "auto")], description="style", style=WIDE)
         self.refresh_styles()
         for knob in self.knobs():
@@ -145,13 +147,15 @@ class Knobs:
     def knobs(self) -> tuple[w.Widget, ...]:
         """Every knob widget, the prompts included."""
         return (self.prompt, self.negative, self.cn_scale, self.cn_range, self.ip_mode, self.ip_scale, self.low,
-                self.high, self.size, self.steps, self.guidance, self.seed, self.top_k, self.retrieval, self.style)
+                self.high, self.size, self.steps, self.guidance, self.seed, self.top_k, self.retrieval, self.avoid,
+                self.diversity, self.style)
 
     def knob_rows(self) -> w.VBox:
         """The knobs after the prompts, a few to a row."""
         return w.VBox([w.HBox([self.cn_scale, self.cn_range]), w.HBox([self.ip_mode, self.ip_scale]),
                        w.HBox([self.low, self.high, self.size]), w.HBox([self.steps, self.guidance]),
-                       w.HBox([self.seed, self.top_k, self.retrieval, self.style])])
+                       w.HBox([self.seed, self.top_k, self.retrieval, self.style]),
+                       w.HBox([self.avoid, self.diversity])])
 
     def changed(self, owner: w.Widget | None) -> None:
         """Called after a knob changed (None: after `set_params`); nothing to do here."""
@@ -172,7 +176,8 @@ class Knobs:
                       guidance=self.guidance.value, controlnet_scale=self.cn_scale.value,
                       control_start=self.cn_range.value[0], control_end=self.cn_range.value[1],
                       ip_adapter_scale=ip, canny=(self.low.value, self.high.value), seed=self.seed.value,
-                      size=self.size.value, style=style, top_k=self.top_k.value, retrieval=self.retrieval.value)
+                      size=self.size.value, style=style, top_k=self.top_k.value, retrieval=self.retrieval.value,
+                      avoid=self.avoid.value, diversity=self.diversity.value)
 
     def set_params(self, p: Params) -> None:
         """Put `p` into the widgets (what they cannot show, such as a list of seeds, keeps its widget value)."""
@@ -182,7 +187,7 @@ class Knobs:
                   (self.cn_range, (p.control_start, p.control_end)), (self.ip_mode, mode), (self.ip_scale, strength),
                   (self.low, int(p.canny[0])), (self.high, int(p.canny[1])), (self.seed, p.seeds[0]),
                   (self.size, p.width_height[0]), (self.top_k, p.top_k), (self.retrieval, p.retrieval),
-                  (self.style, self._style_value(p.style))]
+                  (self.avoid, p.avoid), (self.diversity, p.diversity), (self.style, self._style_value(p.style))]
         # One report at the end, not one per widget (each would redo whatever the subclass does on a change).
         self._quiet = True
         try:

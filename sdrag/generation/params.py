@@ -32,6 +32,7 @@ LIMITS = {
     "size": (8, 2048),
     "seeds": 64,
     "top_k": (1, 16),
+    "diversity": (0.0, 1.0),
 }
 
 # Names other tools (diffusers, web UIs) give our parameters: an unknown name here is pointed at ours.
@@ -169,6 +170,10 @@ class Params(_Fields):
     tags: list[str] | None = None
     # How retrieval ranks styles: CLIP ("dense"), words of names/captions/tags ("lexical"), or both fused.
     retrieval: str = "hybrid"
+    # A text whose own ranking demotes the styles it finds ("dark"); '' for none.
+    avoid: str = ""
+    # 0 ranks by relevance alone; towards 1 the top_k styles blended are picked to be unlike each other (MMR).
+    diversity: float = 0.0
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Params:
@@ -203,6 +208,8 @@ class Params(_Fields):
             "top_k": _int("top_k", self.top_k, *LIMITS["top_k"], errors),
             "tags": _tags(self.tags, errors),
             "retrieval": _choice("retrieval", self.retrieval, METHODS, errors),
+            "avoid": _text("avoid", self.avoid, errors),
+            "diversity": _num("diversity", self.diversity, *LIMITS["diversity"], errors),
         }
         start, end = out["control_start"], out["control_end"]
         if isinstance(start, float) and isinstance(end, float) and start >= end:
@@ -233,6 +240,8 @@ class ResolvedParams(_Fields):
     top_k: int
     tags: list[str] | None
     retrieval: str
+    avoid: str
+    diversity: float
 
     def resolved(self) -> ResolvedParams:
         """Already resolved: itself."""

@@ -175,7 +175,8 @@ class Workbench:
         if p.style is None:
             if not prompt.strip():
                 raise ParameterError("Retrieval needs a prompt. Fix: give a prompt, or pick style='<id or name>'.")
-            hits = self.library.search(prompt, k=p.top_k, tags=p.tags, method=p.retrieval)
+            hits = self.library.search(prompt, k=p.top_k, tags=p.tags, method=p.retrieval, avoid=p.avoid or None,
+                                       diversity=p.diversity)
             if not hits:
                 raise StyleNotFoundError(f"No style matches {prompt!r} with retrieval={p.retrieval!r} (lexical search"
                                          " needs a word in common). Fix: use retrieval='hybrid' or 'dense', or pick"

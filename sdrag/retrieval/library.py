@@ -39,7 +39,7 @@ from .evaluate import evaluate as evaluate_search
 from .ingest import IngestReport, LibraryAccess, ingest_folder
 from .lexical import LexicalIndex
 from .lexical import load as load_lexical
-from .ranking import METHODS, check_method, fuse
+from .ranking import METHODS, check_method, check_rerank, fuse, rerank
 from .store import LOCK_TIMEOUT_S, server_url, store_for
 
 if TYPE_CHECKING:
@@ -181,17 +181,24 @@ class StyleLibrary:
 
     # -- read -------------------------------------------------------------------------------------------
 
-    def search(self, query: Any, k: int = 3, tags: Sequence[str] | str | None = None, method: str = "hybrid",
-               weights: dict[str, float] | Sequence[float] | None = None) -> list[Style]:
+    # Seven arguments, past the six the lint allows: avoid and diversity are keyword-only knobs of the same one
+    # query (as Params carries them), not state that belongs in an object.
+    def search(self, query: Any, k: int = 3, tags: Sequence[str] | str | None = None,  # noqa: PLR0913
+               method: str = "hybrid", weights: dict[str, float] | Sequence[float] | None = None, *,
+               avoid: str | None = None, diversity: float = 0.0) -> list[Style]:
         """Return the top-k styles for a text (str) or an image (PIL image, array, bytes or pathlib.Path).
 
         `method`: "dense" (CLIP text->image, or image->image), "lexical" (BM25 over each style's name, caption
         and tags; only styles sharing a word with the text) or "hybrid" (reciprocal-rank fusion of both, weighted
-        by `weights` {"dense": w, "lexical": w}; an image query has no words, so it ranks by CLIP alone). Each hit
-        carries its `explanation`: its rank and score in each method and the words it matched.
+        by `weights` {"dense": w, "lexical": w}; an image query has no words, so it ranks by CLIP alone).
+        `avoid`: a text whose own ranking (same method) demotes the styles it finds ("dark"). `diversity` from 0 to
+        1: how much the picks trade relevance for being unlike each other (maximal marginal relevance), for a
+        blend of several styles. Each hit carries its `explanation`: its rank and score in each method, the words
+        it matched, and what avoid and diversity did to it.
         """
         fusion = check_method(method, weights)
         _check_k(k)
+        avoid, diversity = check_rerank(avoid, diversity)
         text = isinstance(query, str)
         if text and not query.strip():
             raise LibraryError("Empty search text. Fix: describe the style you want, e.g. 'neon city'.")
@@ -200,6 +207,17 @@ class StyleLibrary:
                                " method='dense' (or 'hybrid'), or describe it in words.")
         if not text:
             method = "dense"  # nothing to fuse: the scores stay CLIP cosines
+        if not (avoid or diversity):
+            return self._ranked(query, k, tags, method, fusion)
+        pool = self._ranked(query, max(k, CANDIDATES), tags, method, fusion)
+        avoided = (avoid, self._ranked(avoid, CANDIDATES, tags, method, fusion)) if avoid else None
+        vectors = self.vectors([s.id for s in pool]) if diversity and pool else None
+        return rerank(pool, k, avoided, vectors, diversity)
+
+    def _ranked(self, query: Any, k: int, tags: Sequence[str] | str | None, method: str,
+                fusion: dict[str, float]) -> list[Style]:
+        """The top `k` for a checked query by one method or their fusion."""
+        text = isinstance(query, str)
         depth = max(k, CANDIDATES) if method == "hybrid" else k
         dense = []
         if method != "lexical" and (not text or fusion["dense"] > 0 or method == "dense"):

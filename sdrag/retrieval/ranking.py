@@ -1,10 +1,13 @@
-"""Putting the dense and lexical rankings together: reciprocal-rank fusion, and each hit's explanation."""
+"""Putting rankings together: reciprocal-rank fusion of dense and lexical search, a text to avoid, diversity (MMR),
+and each hit's explanation."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..errors import LibraryError
 from .entries import Style
@@ -66,6 +69,59 @@ def fuse(method: str, dense: list[Style], lexical: list[tuple[Style, float, list
     return hits
 
 
+def check_rerank(avoid: Any, diversity: Any) -> tuple[str | None, float]:
+    """The text to avoid (None for none) and the diversity weight in [0, 1]; one LibraryError for bad values."""
+    if avoid is not None and not isinstance(avoid, str):
+        raise LibraryError(f"avoid must be a text (or None), got {type(avoid).__name__}. Fix: e.g. avoid='dark'.")
+    if isinstance(diversity, bool) or not isinstance(diversity, (int, float)) or not 0 <= diversity <= 1:
+        raise LibraryError(f"diversity must be a number from 0 (rank by relevance) to 1 (spread out only), got"
+                           f" {diversity!r}.")
+    return (avoid.strip() or None) if avoid else None, float(diversity)
+
+
+def rerank(pool: list[Style], k: int, avoid: tuple[str, list[Style]] | None, vectors: np.ndarray | None,
+           diversity: float) -> list[Style]:
+    """The top `k` of the ranked `pool`: a style the avoided text ranks loses that rank's reciprocal-rank share, then
+    with `diversity` > 0 maximal marginal relevance picks among them (needs the pool's `vectors`)."""
+    text, avoided = avoid or ("", [])
+    penalty = {s.id: (n + 1, 1 / (RRF_K + n + 1)) for n, s in enumerate(avoided)}
+    relevance = np.array([1 / (RRF_K + n + 1) - penalty.get(s.id, (None, 0.0))[1] for n, s in enumerate(pool)])
+    order = sorted(range(len(pool)), key=lambda i: -relevance[i])  # stable: equal ones keep their rank
+    picks, closest = mmr(order, relevance, vectors, k, diversity) if diversity and vectors is not None \
+        else (order[:k], {})
+    hits = []
+    for i in picks:
+        why = dict(pool[i].explanation or {})
+        if avoid:
+            rank, cost = penalty.get(pool[i].id, (None, 0.0))
+            why["avoid"] = {"text": text, "rank": rank, "penalty": round(cost, 6)}
+        if diversity:
+            why["diversity"] = {"weight": diversity, "closest": closest.get(i)}
+        hits.append(replace(pool[i], explanation=why))
+    return hits
+
+
+def mmr(order: list[int], relevance: np.ndarray, vectors: np.ndarray, k: int,
+        diversity: float) -> tuple[list[int], dict[int, float]]:
+    """Maximal marginal relevance (Carbonell & Goldstein 1998): pick, one at a time, the candidate that best trades
+    relevance (scaled to [0, 1]) against its cosine to the closest pick so far; returns picks and those cosines."""
+    low, high = float(relevance.min()), float(relevance.max())
+    scaled = (relevance - low) / (high - low) if high > low else np.ones_like(relevance)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    similar = unit @ unit.T
+    picks: list[int] = []
+    closest: dict[int, float] = {}
+    left = list(order)
+    while left and len(picks) < k:
+        near = {i: float(similar[i, picks].max()) if picks else 0.0 for i in left}
+        best = max(left, key=lambda i: (1 - diversity) * scaled[i] - diversity * near[i])  # first of equals
+        if picks:
+            closest[best] = round(near[best], 4)
+        picks.append(best)
+        left.remove(best)
+    return picks, closest
+
+
 def explain(hit: Style | dict | None) -> str:
     """One line saying why a search hit (or its recorded `explanation`) ranked where it did."""
     why = (hit.explanation if isinstance(hit, Style) else hit) or {}
@@ -78,6 +134,11 @@ def explain(hit: Style | dict | None) -> str:
         parts.append(f"words #{lexical['rank']} ({lexical['score']:.2f}: {', '.join(words)})")
     elif why.get("method") in ("lexical", "hybrid"):
         parts.append("no word in common")
+    avoid, diverse = why.get("avoid") or {}, why.get("diversity") or {}
+    if isinstance(avoid.get("rank"), int) and isinstance(avoid.get("penalty"), (int, float)):
+        parts.append(f"like avoided {str(avoid.get('text'))[:40]!r} #{avoid['rank']} (-{avoid['penalty']:.4f})")
+    if isinstance(diverse.get("closest"), (int, float)):
+        parts.append(f"diverse pick ({diverse['closest']:.2f} to the closest earlier pick)")
     return " · ".join(parts) or "no explanation"
 
 
@@ -92,5 +153,7 @@ def hits_table(hits: list[Style]) -> pd.DataFrame:
         rows.append({"name": s.name, "score": s.score, "dense rank": dense.get("rank"),
                      "CLIP cosine": dense.get("score"), "lexical rank": lexical.get("rank"),
                      "BM25": lexical.get("score"), "matched words": ", ".join(lexical.get("terms") or []),
+                     "avoided rank": (why.get("avoid") or {}).get("rank"),
+                     "cosine to closest pick": (why.get("diversity") or {}).get("closest"),
                      "caption": s.caption, "id": s.id})
     return pd.DataFrame(rows)

@@ -16,7 +16,7 @@ ROW_COLUMNS = ["cell", "cell_id", "status", "error", *Params.names(), "reference
                "seconds", "peak_mem_mb", "memory", "batch", "batch_seeds", "image", "image_sha256", "edges_sha256",
                "resolved"]
 # Columns that hold text whatever it looks like: an id of digits must not come back as a number.
-TEXT_COLUMNS = ["cell_id", "status", "error", "prompt", "negative_prompt", "fit", "scheduler", "retrieval",
+TEXT_COLUMNS = ["cell_id", "status", "error", "prompt", "negative_prompt", "fit", "scheduler", "retrieval", "avoid",
                 "references", "retrieved", "memory", "batch_seeds", "image", "image_sha256", "edges_sha256", "resolved"]
 CELL_ID = re.compile(r"[0-9a-f]{16}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -24,7 +24,7 @@ MANIFEST_KEYS = {"name": str, "preset": str, "spec": dict, "sketch_sha256": str,
                  "models": dict, "weights": dict, "library": dict, "history": list}
 # Parameters added after run folders existed, with the value every earlier cell was made with: rows and tables
 # written before them read as having that value, and cell ids leave it out (runs/folder.py cell_id).
-LEGACY_VALUES = {"retrieval": "dense"}
+LEGACY_VALUES = {"retrieval": "dense", "avoid": "", "diversity": 0.0}
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP's list); "'" starts the escape.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 
