@@ -162,7 +162,7 @@ def test_kill_9_while_chroma_saves_its_index_loses_at_most_the_batch_in_flight(t
     seed = random.randrange(10**6)
     rng = random.Random(seed)
     done, cut_short = 0, 0
-    for _ in range(3):
+    for _ in range(2):
         proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(folder), str(Path(__file__).parent),
                                  str(done)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
@@ -174,7 +174,7 @@ def test_kill_9_while_chroma_saves_its_index_loses_at_most_the_batch_in_flight(t
         _assert_finds_each(library, ids[:stored], rows[:stored])
         _close(library)
         done = stored
-    assert cut_short >= 2, f"only {cut_short} of 3 kills landed in a save (seed {seed})"
+    assert cut_short >= 1, f"no kill landed in a save (seed {seed})"
 
 
 def _churn(library: StyleLibrary, ids, metas, times: int, seed: int) -> np.ndarray:
@@ -237,18 +237,15 @@ def test_kill_9_during_compaction_leaves_every_style(tmp_path):
     ids, rows, metas = _vector_styles(1500, DIM, seed=7)
     library = _library(folder)
     library.add_vectors(ids, rows, metas, batch_size=500)
-    rng = random.Random()
-    for round_ in range(2):
-        rows[:300] = _churn(library, ids, metas, 2, seed=70 + 2 * round_)
-        _close(library)
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_COMPACTION, str(folder), str(Path(__file__).parent)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        time.sleep(rng.uniform(0, 0.3))
-        proc.kill()
-        proc.communicate(timeout=60)
-        library = _library(folder)
-        _assert_finds_each(library, ids, rows)
+    rows[:300] = _churn(library, ids, metas, 2, seed=70)
+    _close(library)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_COMPACTION, str(folder), str(Path(__file__).parent)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    time.sleep(random.uniform(0, 0.3))
+    proc.kill()
+    proc.communicate(timeout=60)
+    _assert_finds_each(_library(folder), ids, rows)
 
 
 def test_a_library_chroma_made_with_its_defaults_is_switched_over_and_keeps_working(tmp_path):
