@@ -174,6 +174,8 @@ def test_many_writers_through_a_chroma_server_selected_by_configuration(tmp_path
     query = Image.open(next(folders[1].iterdir()))
     assert bench.library.search(query, k=1)[0].name.startswith("s11")
     assert not (tmp_path / "sdrag.lock").exists() and not list(tmp_path.glob("w0/*.sqlite3"))
+    with pytest.raises(sdrag.LibraryError, match="purges its own log. Fix: .*`chroma vacuum --path DIR`"):
+        bench.library.compact()  # the server's folder is the server's: sdrag neither keeps nor compacts its log
 
 
 def test_an_unreachable_server_gives_one_clear_error(clip):
