@@ -49,6 +49,8 @@ _LAYOUT = {
     "embeddings": {"segment_id", "embedding_id"},
 }
 _ADD, _UPDATE, _UPSERT, _DELETE = 0, 1, 2, 3  # chroma's operation codes in the log
+# What reading or writing chroma's files here can raise (a folder gone, a full disk, a locked or damaged database).
+ERRORS = (OSError, sqlite3.Error)
 
 
 @dataclass(frozen=True)

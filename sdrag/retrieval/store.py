@@ -153,17 +153,21 @@ class Store:
         has outgrown the data (then the client is closed, so chroma reads the compacted log afresh)."""
         if self.url or hold.read_only or self.record is None:
             return
-        record = {**self.record, "files": index.stamps(self.location)}
-        if write and index.outgrown(self.location, record.get("log", {})):
-            log = index.log_state(self.location, COLLECTION)
-            if log["rows"] > index.LOG_GROWTH * log["live"] + index.LOG_FLOOR:
-                self.close()
-                index.compact(self.location, COLLECTION)
+        try:
+            record = {**self.record, "files": index.stamps(self.location)}
+            if write and index.outgrown(self.location, record.get("log", {})):
                 log = index.log_state(self.location, COLLECTION)
-            record["log"] = log
-        if record != self.record:
-            index.write_record(self.location, record)
-            self.record = record
+                if log["rows"] > index.LOG_GROWTH * log["live"] + index.LOG_FLOOR:
+                    self.close()
+                    index.compact(self.location, COLLECTION)
+                    log = index.log_state(self.location, COLLECTION)
+                record["log"] = log
+            if record != self.record:
+                index.write_record(self.location, record)
+                self.record = record
+        except index.ERRORS:  # a full disk (StorageError is an OSError), the folder gone, a locked database
+            # The operation itself completed: a record left unwritten only makes the next open rebuild the index.
+            self.record = None
 
     def _stamp(self, read_only: str) -> tuple | None:
         """Which database file is there (and, for a read-only copy, which state of it); None for a server."""

@@ -280,3 +280,21 @@ def test_a_chroma_database_layout_sdrag_does_not_know_is_refused_with_the_fix(sa
         _library(folder)
     text = str(caught.value)
     assert text.count("Fix:") == 1 and "database layout sdrag does not know" in text and "'vector'" in text, text
+
+
+def test_a_record_that_cannot_be_written_fails_no_operation_and_the_next_open_rebuilds(tmp_path, monkeypatch):
+    from sdrag import StorageError
+
+    def full_disk(folder, record):
+        raise StorageError("Could not write sdrag.index: No space left on device.")
+
+    folder = tmp_path / "db"
+    ids, rows, metas = _vector_styles(1200, DIM, seed=9)
+    library = _library(folder)
+    monkeypatch.setattr(index, "write_record", full_disk)
+    assert library.add_vectors(ids, rows, metas, batch_size=600) == 1200  # chroma saved its index: unrecorded
+    assert index.read_record(str(folder)).get("files") != index.stamps(str(folder))
+    monkeypatch.undo()
+    _close(library)
+    _assert_finds_each(_library(folder), ids, rows)
+    assert index.read_record(str(folder))["files"] == index.stamps(str(folder))
