@@ -286,7 +286,7 @@ class RagStudio(Knobs):
             return []
         try:
             return self.wb.library.search(p.prompt, k=max(CANDIDATES, p.top_k), tags=p.tags, method=p.retrieval,
-                                          avoid=p.avoid or None, diversity=p.diversity)
+                                          avoid=p.avoid, diversity=p.diversity)
         except SdragError:
             return []
 

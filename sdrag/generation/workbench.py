@@ -175,7 +175,7 @@ class Workbench:
         if p.style is None:
             if not prompt.strip():
                 raise ParameterError("Retrieval needs a prompt. Fix: give a prompt, or pick style='<id or name>'.")
-            hits = self.library.search(prompt, k=p.top_k, tags=p.tags, method=p.retrieval, avoid=p.avoid or None,
+            hits = self.library.search(prompt, k=p.top_k, tags=p.tags, method=p.retrieval, avoid=p.avoid,
                                        diversity=p.diversity)
             if not hits:
                 raise StyleNotFoundError(f"No style matches {prompt!r} with retrieval={p.retrieval!r} (lexical search"

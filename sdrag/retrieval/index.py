@@ -160,14 +160,15 @@ def prepare(folder: str, collection: str, source: str | None = None) -> dict:
     its defaults) is left for chroma to load as it is.
     """
     source = source or folder
-    record = read_record(source)
-    if os.path.isfile(os.path.join(folder, DB_FILE)) and record.get("files") != stamps(source):
+    record, now = read_record(source), stamps(source)
+    if os.path.isfile(os.path.join(folder, DB_FILE)) and record.get("files") != now:
         with _database(folder) as con:
             col = _collection(con, collection) if _known_layout(con, folder) else None
             if col is not None and col.vector_segments and _log_covers(con, col):
                 _reset(folder, con, col)
+                now = None
     _sweep(folder)
-    return {**record, "files": stamps(folder)}
+    return {**record, "files": now if now is not None and source == folder else stamps(folder)}
 
 
 def _log_covers(con: sqlite3.Connection, col: _Collection) -> bool:

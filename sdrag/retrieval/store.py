@@ -110,14 +110,15 @@ class Store:
                 if write and hold.read_only:
                     raise self._read_only_error(op, hold.read_only)
                 try:
-                    self._sync(hold)
+                    reopened = self._sync(hold)
                     if hold.fd is not None and not hold.read_only:
                         if write:
                             # Changed before writing, so a writer killed mid-write still makes others reopen.
                             self.token = uuid.uuid4().hex
                         write_record(hold.fd, self.token or "", op)
                     yield self.col
-                    self._settle(hold, write)
+                    if write or reopened:  # a read on an open client leaves the index files as it found them
+                        self._settle(hold, write)
                 except BaseException as exc:
                     if not from_chroma(exc):
                         raise
@@ -133,15 +134,17 @@ class Store:
         if self.read_only and not self.url:
             raise self._read_only_error(op, self.read_only)
 
-    def _sync(self, hold: _Hold) -> None:
+    def _sync(self, hold: _Hold) -> bool:
         """Reopen the client if another process wrote, the database or index files changed, or it was never
-        opened."""
+        opened; True if it did."""
         token = read_token(hold.fd) if hold.fd is not None else None
-        if (self.col is None or token != self.token or bool(hold.read_only) != bool(self.read_only)
-                or self._stamp(hold.read_only) != self.stamp or self._index_changed(hold)):
+        reopen = (self.col is None or token != self.token or bool(hold.read_only) != bool(self.read_only)
+                  or self._stamp(hold.read_only) != self.stamp or self._index_changed(hold))
+        if reopen:
             self._reopen(hold.read_only)
             self.token = token
         self.read_only = hold.read_only
+        return reopen
 
     def _index_changed(self, hold: _Hold) -> bool:
         """Whether the index files differ from how our last operation left them (a process killed while chroma
@@ -158,9 +161,7 @@ class Store:
             if write and index.outgrown(self.location, record.get("log", {})):
                 log = index.log_state(self.location, COLLECTION)
                 if log["rows"] > index.LOG_GROWTH * log["live"] + index.LOG_FLOOR:
-                    self.close()
-                    index.compact(self.location, COLLECTION)
-                    log = index.log_state(self.location, COLLECTION)
+                    log = self._compact(vacuum=False)[1]
                 record["log"] = log
             if record != self.record:
                 index.write_record(self.location, record)
@@ -245,12 +246,16 @@ class Store:
         """Within a write session: drop the log rows a rebuild no longer needs and give their space back."""
         db = os.path.join(self.location, DB_FILE)
         before = os.path.getsize(db)
-        self.close()  # chroma reads the compacted log afresh
-        removed = index.compact(self.location, COLLECTION, vacuum=True)
-        log = index.log_state(self.location, COLLECTION)
+        removed, log = self._compact(vacuum=True)
         self.record = {**(self.record or {}), "log": log}
         return {"log_rows_removed": removed, "log_rows": log["rows"], "styles": log["live"], "bytes_before": before,
                 "bytes_after": os.path.getsize(db)}
+
+    def _compact(self, vacuum: bool) -> tuple[int, dict[str, int]]:
+        """Compact the log with the client closed (chroma reads it afresh); the rows removed and the log after."""
+        self.close()
+        removed = index.compact(self.location, COLLECTION, vacuum=vacuum)
+        return removed, index.log_state(self.location, COLLECTION)
 
     def _private_copy(self) -> str:
         """Copy the read-only folder into a fresh temp folder (removed on the next reopen or at exit)."""
