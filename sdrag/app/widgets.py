@@ -154,8 +154,8 @@ class Knobs:
         """The knobs after the prompts, a few to a row."""
         return w.VBox([w.HBox([self.cn_scale, self.cn_range]), w.HBox([self.ip_mode, self.ip_scale]),
                        w.HBox([self.low, self.high, self.size]), w.HBox([self.steps, self.guidance]),
-                       w.HBox([self.seed, self.top_k, self.retrieval, self.style]),
-                       w.HBox([self.avoid, self.diversity])])
+                       w.HBox([self.seed, self.top_k, self.style]),
+                       w.HBox([self.retrieval, self.avoid, self.diversity])])
 
     def changed(self, owner: w.Widget | None) -> None:
         """Called after a knob changed (None: after `set_params`); nothing to do here."""
