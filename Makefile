@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # torch goes in first and alone: any other request lets pip pick a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= notebooks,dev
+EXTRAS ?= notebooks,dev,ray
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sdrag-installed
 

@@ -19,6 +19,11 @@ def add_sweep_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--compare", nargs="*", default=None, help="other run folders to compare this run with")
     ap.add_argument("--standalone", default=None, metavar="FILE",
                     help="also write one self-contained HTML file of the run, to share (small runs)")
+    ap.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="spread the batches over Ray workers: on a cluster at ADDRESS ('auto', 'ray://head:10001'),"
+                         " or on a Ray started here when no address is given")
+    ap.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="how many Ray workers (default: one per GPU, else one per CPU)")
     return ap
 
 
@@ -28,7 +33,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from ..sweeps.engine import SweepFailed, run_sweep
 
     try:
-        run = run_sweep(args.spec, out_dir=args.out, preset=args.preset)
+        run = run_sweep(args.spec, out_dir=args.out, preset=args.preset,
+                        engine="ray" if args.ray is not None else None, ray_address=args.ray or None,
+                        workers=args.workers)
     except SweepFailed as exc:
         print(cli_hint(f"sweep failed: {exc}"), file=sys.stderr)
         return 1
@@ -37,6 +44,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return 2
     failed = len(run.failed)
     print(f"{len(run.table)} cells ({failed} failed) in {run.out_dir}")
+    if args.ray is not None:
+        print(run.workers().to_string(index=False))
     if args.compare:
         from ..reports.compare import compare_runs
 

@@ -29,12 +29,15 @@ def versions() -> dict[str, str | None]:
 
 
 def device_info(device, dtype) -> dict:
-    """The device, dtype and (on CUDA) GPU name and CUDA version."""
+    """The device, dtype and CUDA version; on CUDA the GPU's name, on CPU torch's thread count (CPU results depend
+    on it: its kernels split sums by thread)."""
     import torch
 
     info = {"device": str(device), "dtype": str(dtype).split(".")[-1], "cuda": torch.version.cuda}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        info["threads"] = torch.get_num_threads()
     return info
 
 

@@ -1,12 +1,14 @@
 """One library entry: the `Style` a caller gets back, and the metadata stored for it in ChromaDB.
 
 Shared by a folder ingest (`ingest.py`) and the single-file add and reads of `library.py`: reading an image file
-within limits, the metadata dict chroma stores (one boolean key per tag, so tags are filterable), the checks that
-keep text chroma cannot store out, and bounded, printable text for messages.
+within limits, the metadata dict chroma stores (`name` and `path`, which are looked up, one boolean key per tag, so
+tags are filterable, and the rest packed in one JSON text), the checks that keep text chroma cannot store out, and
+bounded, printable text for messages.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import reprlib
@@ -23,9 +25,9 @@ from ..errors import InputError, LibraryError, StyleNotFoundError
 from ..images import load_image
 
 __all__ = [
-    "IMAGE_SUFFIXES", "MAX_ASPECT", "MAX_FILE_BYTES", "Style", "as_style", "defaults", "existing_path", "image_files",
-    "key_list", "metadata", "read_limited", "replacing", "short", "short_path", "shown", "tag_filter", "tag_list",
-    "text_problem", "usable",
+    "IMAGE_SUFFIXES", "MAX_ASPECT", "MAX_FILE_BYTES", "Style", "as_style", "defaults", "existing_path", "flat",
+    "image_files", "key_list", "metadata", "read_limited", "replacing", "short", "short_path", "shown", "tag_filter",
+    "tag_list", "text_problem", "usable",
 ]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -34,6 +36,10 @@ MAX_FILE_BYTES = 256 * 2**20
 # strip (small as a PNG) would be resized to gigapixels.
 MAX_ASPECT = 50.0
 _TAG = "tag:"
+# Every stored key is an indexed SQLite row: the fields nobody filters on share one key (docs/benchmarks.md: the
+# 100k ingest is ~20% faster).
+_PACKED = "style"
+_PACKED_FIELDS = ("caption", "licence", "source", "tags", "sha256", "width", "height")
 _SID = re.compile(r"[0-9a-f]{16}")
 _SHA = re.compile(r"[0-9a-f]{64}")
 
@@ -60,10 +66,18 @@ class Style:
         try:
             return load_image(self.path)
         except InputError as exc:
-            raise LibraryError(
-                f"Style {self.name!r} [{self.id}] cannot be read from {self.path} ({exc}). Fix: re-ingest its"
-                " folder from where it lives now, or remove the style."
-            ) from None
+            raise self._unreadable(exc) from None
+
+    def image_bytes(self) -> bytes:
+        """The reference image file's bytes (to send where the library's files cannot be read)."""
+        try:
+            return read_limited(Path(self.path))
+        except (OSError, InputError) as exc:
+            raise self._unreadable(exc) from None
+
+    def _unreadable(self, exc: Exception) -> LibraryError:
+        return LibraryError(f"Style {self.name!r} [{self.id}] cannot be read from {self.path} ({shown(exc)}). Fix:"
+                            " re-ingest its folder from where it lives now, or remove the style.")
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dict."""
@@ -81,9 +95,26 @@ def all_metadata(col: Any, where: dict | None = None, page: int = 5000) -> dict[
             return found
 
 
+def flat(meta: dict | None) -> dict:
+    """A stored entry's fields as one dict (name, path, caption, licence, source, comma-joined tags, sha256, width,
+    height), whether it was stored packed or one key per field (as libraries made before the packed form hold it)."""
+    meta = meta or {}
+    if _PACKED not in meta:
+        return {k: v for k, v in meta.items() if not k.startswith(_TAG)}
+    try:
+        packed = json.loads(meta[_PACKED]) if isinstance(meta[_PACKED], str) else {}
+    except ValueError:
+        packed = {}  # edited by hand: the fields read as missing, as an old entry without them does
+    packed = packed if isinstance(packed, dict) else {}
+    fields = {k: packed[k] for k in _PACKED_FIELDS if k in packed}
+    if isinstance(fields.get("tags"), list):
+        fields["tags"] = ",".join(map(str, fields["tags"]))
+    return {**fields, **{k: meta[k] for k in ("name", "path") if k in meta}}
+
+
 def as_style(sid: str, meta: dict | None, score: float | None = None) -> Style:
     """The Style of a stored entry: its id and its chroma metadata (and a search hit's score)."""
-    meta = meta or {}
+    meta = flat(meta)
     tags = [t for t in str(meta.get("tags", "")).split(",") if t]
     return Style(id=sid, name=meta.get("name", sid), path=meta.get("path", ""), caption=meta.get("caption", ""),
                  tags=tags, licence=meta.get("licence", ""), source=meta.get("source", ""),
@@ -157,10 +188,11 @@ def tag_list(value: Any) -> list[str]:
 
 def metadata(info: dict, file: Path, sha: str, image: Image.Image) -> dict:
     """What chroma stores for `file`: `info` (name, caption, licence, source, tags), path, hash and size."""
-    meta = {"name": info["name"], "caption": info["caption"], "licence": info["licence"],
-            "source": info["source"], "tags": ",".join(info["tags"]), "path": str(file), "sha256": sha,
-            "width": image.width, "height": image.height}
-    # Chroma metadata holds scalars only: one boolean key per tag makes tags filterable.
+    packed = {"caption": info["caption"], "licence": info["licence"], "source": info["source"],
+              "tags": list(info["tags"]), "sha256": sha, "width": image.width, "height": image.height}
+    # `name` and `path` are looked up with `where`, so they stay keys of their own; chroma metadata holds scalars
+    # only, so one boolean key per tag makes tags filterable.
+    meta = {"name": info["name"], "path": str(file), _PACKED: json.dumps(packed, sort_keys=True, ensure_ascii=False)}
     meta.update({_TAG + t: True for t in info["tags"]})
     return meta
 
@@ -173,8 +205,17 @@ def replacing(old: dict | None, new: dict) -> dict:
 
 def text_problem(meta: dict) -> str:
     """Why chroma would refuse this metadata (text it cannot store as UTF-8), or ''."""
-    # The path first: a bad file name also spoils the name derived from it.
-    for key, value in sorted(meta.items(), key=lambda kv: kv[0] != "path"):
+    try:  # every text as stored (the packed one holds the others): the common case, checked cheaply
+        for key, value in meta.items():
+            key.encode("utf-8")
+            if isinstance(value, str):
+                value.encode("utf-8")
+        return ""
+    except UnicodeEncodeError:
+        pass
+    # Named by field; the path first: a bad file name also spoils the name derived from it.
+    fields = {**flat(meta), **{key: value for key, value in meta.items() if key.startswith(_TAG)}}
+    for key, value in sorted(fields.items(), key=lambda kv: kv[0] != "path"):
         for text in (key, value):
             if isinstance(text, str):
                 try:
@@ -269,16 +310,17 @@ def vector_batch(ids: Any, vectors: Any, metas: Any) -> tuple[list[str], np.ndar
 def meta_problem(sid: str, meta: Any) -> str:
     """Why `meta` is not what `entries.metadata` makes for style `sid`, or ''."""
     texts = ("name", "caption", "licence", "source", "tags", "path", "sha256")
-    if (not isinstance(meta, dict) or not all(isinstance(meta.get(key), str) for key in texts)
-            or not all(type(meta.get(key)) is int and meta[key] > 0 for key in ("width", "height"))):
+    fields = flat(meta) if isinstance(meta, dict) and _PACKED in meta else {}
+    if (not all(isinstance(fields.get(key), str) for key in texts)
+            or not all(type(fields.get(key)) is int and fields[key] > 0 for key in ("width", "height"))):
         return (f"its metadata must hold text {', '.join(texts)} and positive whole width and height, got"
                 f" {short(meta)}. Fix: build it with sdrag.retrieval.entries.metadata")
-    if not _SHA.fullmatch(meta["sha256"]) or meta["sha256"][:16] != sid:
+    if not _SHA.fullmatch(fields["sha256"]) or fields["sha256"][:16] != sid:
         return "its id must be the first 16 digits of its sha256 (64 lower-case hex digits)"
-    info = {key: meta[key] for key in ("name", "caption", "licence", "source")}
-    info["tags"] = tag_list(meta["tags"])
-    size = SimpleNamespace(width=meta["width"], height=meta["height"])
-    if metadata(info, meta["path"], meta["sha256"], size) != meta:
-        return ("its tags must be lower-case, unique, sorted and comma-joined, with one 'tag:NAME': True key each and"
-                " no other keys. Fix: build it with sdrag.retrieval.entries.metadata")
+    info = {key: fields[key] for key in ("name", "caption", "licence", "source")}
+    info["tags"] = tag_list(fields["tags"])
+    size = SimpleNamespace(width=fields["width"], height=fields["height"])
+    if metadata(info, fields["path"], fields["sha256"], size) != meta:
+        return ("its tags must be lower-case, unique and sorted, with one 'tag:NAME': True key each and no other"
+                " keys. Fix: build it with sdrag.retrieval.entries.metadata")
     return text_problem(meta)

@@ -21,6 +21,7 @@ from .entries import (
     all_metadata,
     defaults,
     existing_path,
+    flat,
     image_files,
     metadata,
     read_limited,
@@ -142,7 +143,9 @@ def _plan(entries: dict[Path, dict], existing: dict[str, dict], report: IngestRe
         sid, meta = read
         plan.current[str(file)] = sid
         if sid in existing:
-            if existing[sid] == meta:
+            # Compared field by field: an entry stored one key per field (as libraries made before the packed form
+            # hold it) is still unchanged.
+            if flat(existing[sid]) == flat(meta):
                 item.reason = "unchanged"
                 report.skipped.append(item)
             else:
@@ -216,7 +219,7 @@ def _reread(chunk: list[Pending], report: IngestReport) -> tuple[list[Pending], 
             data, why = None, f"unreadable: {shown(exc)}"
         else:
             why = "changed while being ingested. Fix: run the ingest again"
-        if data is None or hashlib.sha256(data).hexdigest() != entry.meta["sha256"]:
+        if data is None or hashlib.sha256(data).hexdigest() != flat(entry.meta)["sha256"]:
             _skip(entry, report, why)
             continue
         datas.append(data)
@@ -232,7 +235,7 @@ def _store_chunk(access: LibraryAccess, ready: list[Pending], vectors: np.ndarra
         stored = dict(zip(have["ids"], have["metadatas"]))
         keep = []
         for k, entry in enumerate(ready):
-            if stored.get(entry.sid) == entry.meta:
+            if entry.sid in stored and flat(stored[entry.sid]) == flat(entry.meta):
                 _skip(entry, report, "unchanged (stored meanwhile by another process)")
             else:
                 keep.append(k)

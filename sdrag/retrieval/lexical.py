@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..files import atomic_write_json
+from .entries import flat
 
 INDEX_FILE = "lexical.json"
 _WORD = re.compile(r"[^\W_]{2,}")
@@ -61,7 +62,8 @@ class LexicalIndex:
     def from_metadata(cls, state: str | None, found: dict[str, dict]) -> LexicalIndex:
         """Build the index from the collection's metadata by id."""
         ids = sorted(found)
-        return cls(state, ids, [{k: found[i][k] for k in _KEPT if k in found[i]} for i in ids])
+        fields = {i: flat(found[i]) for i in ids}
+        return cls(state, ids, [{k: fields[i][k] for k in _KEPT if k in fields[i]} for i in ids])
 
     def search(self, query: str, k: int, tags: list[str] | None = None) -> list[tuple[int, float, list[str]]]:
         """The best `k` styles for `query` that share a word with it: (position in `ids`, BM25 score, matched

@@ -177,7 +177,7 @@ class StyleLibrary:
         metas = [replacing(stored[sid], meta) if sid in stored else meta for sid, meta in zip(ids, metas)]
         step = max(1, self._store.client.get_max_batch_size())
         for i in range(0, len(ids), step):
-            col.upsert(ids=ids[i:i + step], embeddings=vectors[i:i + step].tolist(), metadatas=metas[i:i + step])
+            col.upsert(ids=ids[i:i + step], embeddings=vectors[i:i + step], metadatas=metas[i:i + step])
 
     # -- read -------------------------------------------------------------------------------------------
 

@@ -380,12 +380,29 @@ class SweepRun:
         """The rows of cells that failed."""
         return self.table[self.table["status"] != OK]
 
+    def workers(self) -> pd.DataFrame:
+        """Who generated this invocation's batches, one row per worker: node, device, batches, cells, busy seconds,
+        cells per busy second and batches lost when it died (empty for a folder opened from disk before that)."""
+        import pandas as pd
+
+        engine = self.manifest.get("engine")
+        rows = engine.get("workers") if isinstance(engine, dict) else None
+        table = pd.DataFrame([r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else [],
+                             columns=WORKER_COLUMNS)[WORKER_COLUMNS]
+        for name in ("batches", "cells", "busy_s", "lost"):
+            table[name] = pd.to_numeric(table[name], errors="coerce")
+        table["cells_per_s"] = (table["cells"] / table["busy_s"].where(table["busy_s"] > 0)).round(3)
+        return table
+
     def summary(self) -> pd.DataFrame:
         """Metric mean and std over seeds for each parameter combination (successful cells only)."""
         from .metrics import aggregate
 
         by = [c for c in varying_params(self.table) if c != "seed"]
         return aggregate(self.ok.fillna({c: "" for c in by}), by or ["prompt"])
+
+
+WORKER_COLUMNS = ["worker", "node", "ip", "device", "threads", "batches", "cells", "busy_s", "lost"]
 
 
 def load_run(out_dir: str | Path) -> SweepRun:

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from PIL import Image
 
 SPEC_KEYS = ("name", "preset", "sketch", "styles", "library", "base", "axes", "zip", "cells", "batch",
-             "metrics", "edge_tolerance")
+             "metrics", "edge_tolerance", "engine")
+# How a sweep's batches are generated: in this process, or spread over Ray workers (sweeps/distributed.py).
+ENGINES = ("local", "ray")
+ENGINE_KEYS = ("name", "address", "workers", "gpus_per_worker")
 # Pseudo-axes that set one side of the Canny pair, so low and high can be separate grid axes.
 CANNY_SIDES = {"canny_low": 0, "canny_high": 1}
 MAX_CELLS = 100_000
@@ -46,6 +49,9 @@ class SweepSpec:
     batch: int = 4
     metrics: bool = True
     edge_tolerance: int = 2
+    # {"name": "local" | "ray", "address": a Ray cluster or None (start one here), "workers": N or None (one per
+    # GPU, else per CPU), "gpus_per_worker": G}; where cells are made, never what they are.
+    engine: dict = field(default_factory=lambda: engine_settings(None))
     source_dir: Path | None = None
 
     def to_dict(self) -> dict:
@@ -93,7 +99,8 @@ def load_spec(spec: str | Path | dict | SweepSpec, *, base: dict | None = None, 
     return SweepSpec(name=str(data.get("name", "sweep")), base=fields_["base"], axes=axes, zip=zipped, cells=cells,
                      preset=data.get("preset", "tiny"), sketch=data.get("sketch"), styles=data.get("styles"),
                      library=data.get("library"), batch=data.get("batch", 4), metrics=data.get("metrics", True),
-                     edge_tolerance=data.get("edge_tolerance", 2), source_dir=source_dir)
+                     edge_tolerance=data.get("edge_tolerance", 2), engine=engine_settings(data.get("engine")),
+                     source_dir=source_dir)
 
 
 def _read(spec: str | Path | dict | SweepSpec) -> tuple[dict, Path | None]:
@@ -164,6 +171,33 @@ def _check_settings(data: dict, problems: list[str]) -> None:
     for key in ("sketch", "styles", "library"):
         if data.get(key) is not None and (not isinstance(data[key], str) or "\x00" in data[key]):
             problems.append(f"{key} must be a path (a string), got {data[key]!r}")
+    problems += engine_problems(data.get("engine"))
+
+
+def engine_settings(raw: Any) -> dict:
+    """The engine settings of a spec's `engine` value (a name, a mapping or None), defaults filled in."""
+    given = {"name": raw} if isinstance(raw, str) else dict(raw or {})
+    return {"name": "local", "address": None, "workers": None, "gpus_per_worker": 1, **given}
+
+
+def engine_problems(raw: Any) -> list[str]:
+    """What is wrong with a spec's `engine` value."""
+    if raw is not None and not isinstance(raw, (str, dict)):
+        return [f"engine must be 'local', 'ray' or a mapping with keys {', '.join(ENGINE_KEYS)}; got {raw!r}"]
+    settings = engine_settings(raw)
+    problems = [f"engine: unknown key(s) {sorted(map(str, set(settings) - set(ENGINE_KEYS)))}; known:"
+                f" {', '.join(ENGINE_KEYS)}"] if set(settings) - set(ENGINE_KEYS) else []
+    if settings["name"] not in ENGINES:
+        problems.append(f"engine name must be one of {', '.join(ENGINES)}; got {settings['name']!r}")
+    address = settings["address"]
+    if address is not None and (not isinstance(address, str) or not address.strip() or "\x00" in address):
+        problems.append(f"engine address must be a Ray address such as 'auto' or 'ray://head:10001', got {address!r}")
+    if settings["workers"] is not None and not _whole(settings["workers"], 1, 1024):
+        problems.append(f"engine workers must be a whole number from 1 to 1024, got {settings['workers']!r}")
+    gpus = settings["gpus_per_worker"]
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not 0 <= gpus <= 64:
+        problems.append(f"engine gpus_per_worker must be a number from 0 to 64 (0: CPU workers), got {gpus!r}")
+    return problems
 
 
 def _whole(value: Any, lo: int, hi: int) -> bool:

@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import platform
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import SdragError, StorageError, StyleNotFoundError
-from ..files import canonical, image_bytes, pixels_sha256
+from ..files import canonical
 from ..generation.params import ResolvedParams
 from ..generation.workbench import Workbench
 from ..images import SAMPLE_SKETCH, load_image
 from ..runs.folder import OK, RunFolder, SweepRun, cell_id, new_row, references_text
 from ..runs.spec import SweepSpec, cell_params, load_spec, validate
+from .work import Job, Outcome, do_job
 
 DEFAULT_STYLES = Path(__file__).resolve().parents[2] / "styles"
 
 
 class SweepFailed(SdragError):
     """Every cell of a sweep failed."""
+
+
+class Engine(Protocol):
+    """Where a sweep's jobs are generated: `run` hands each job's outcome to `record`, in the driver's process."""
+
+    name: str
+
+    def run(self, jobs: Iterable[Job], record: Callable[[Job, Outcome], None]) -> None: ...
+
+    def workers(self) -> list[dict]: ...
 
 
 @dataclass
@@ -34,14 +49,25 @@ class Cells:
     ids: list[str]
 
 
-def run_sweep(spec: str | Path | dict | SweepSpec, out_dir: str | Path | None = None, preset: str | None = None, *,
-              workbench: Workbench | None = None, progress: bool = True, report: bool = True) -> SweepRun:
+# Ten arguments, past the six the lint allows: the last four are the spec's `engine` settings, overridable per call
+# as the command line's --ray and --workers override them.
+def run_sweep(spec: str | Path | dict | SweepSpec, out_dir: str | Path | None = None,  # noqa: PLR0913
+              preset: str | None = None, *, workbench: Workbench | None = None, progress: bool = True,
+              report: bool = True, engine: str | None = None, ray_address: str | None = None,
+              workers: int | None = None, gpus_per_worker: float | None = None) -> SweepRun:
     """Run (or resume) a sweep into `out_dir`: finished cells are kept, only missing ones are generated.
 
     Cells that differ only in seed go through one batched call (up to `batch` seeds). A failing cell is
     recorded with its error and the sweep goes on; if every cell fails, SweepFailed is raised.
+    `engine="ray"` spreads the batches over Ray workers, one model load each (`ray_address`: a running cluster,
+    else a local Ray is started; `workers`: how many, by default one per GPU, else per CPU); this process still
+    retrieves the styles and writes the run folder alone, so a run started on one engine resumes on the other.
+    None leaves the spec's `engine` setting.
     """
     sweep = load_spec(spec)
+    changes = {"name": engine, "address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker}
+    if any(v is not None for v in changes.values()):
+        sweep = load_spec(sweep, engine={**sweep.engine, **{k: v for k, v in changes.items() if v is not None}})
     # The manifest and cell ids name the weights actually used: a given workbench's, else the argument's.
     chosen = workbench.sources.preset if workbench is not None else preset
     if chosen is not None:
@@ -76,12 +102,29 @@ def _run_locked(sweep: SweepSpec, params: list[ResolvedParams], sketch, folder: 
     runner = _Runner(wb, sweep, sketch, cells, folder)
     folder.check_cells(cells.ids, runner.rows)
     manifest = folder.write_manifest({**_manifest(sweep, wb, sketch_sha), "rows_set_aside": runner.skipped})
-    runner.run_all(progress)
+    with _engine(sweep, wb, sketch, manifest["weights"]) as engine:
+        try:
+            runner.run_all(progress, engine)
+        finally:
+            manifest["engine"] = {**sweep.engine, "name": engine.name, "workers": engine.workers()}
     # Styles another process added meanwhile may have been retrieved: the snapshot is taken again at the end.
     manifest["library"]["styles"] = wb.library.snapshot()
     folder.rewrite_manifest(manifest)
     table = folder.write_table(cells.ids, runner.rows)
     return SweepRun(out_dir=folder.path, table=table, manifest=manifest, cache_stats=wb.cache.stats())
+
+
+@contextlib.contextmanager
+def _engine(sweep: SweepSpec, wb: Workbench, sketch, weights: dict) -> Iterator[Engine]:
+    """The engine the spec asks for, shut down (its workers and any Ray it started) when the sweep ends."""
+    tolerance = sweep.edge_tolerance if sweep.metrics else None
+    if sweep.engine["name"] == "local":
+        yield LocalEngine(wb, sketch, tolerance)
+        return
+    from .distributed import RayEngine
+
+    with RayEngine.started(sweep.engine, wb, sketch, tolerance, weights) as engine:
+        yield engine
 
 
 def _ingest_styles(wb: Workbench, sweep: SweepSpec) -> None:
@@ -138,33 +181,38 @@ def batches(sweep: SweepSpec, params: list[ResolvedParams]):
 
 
 class _Runner:
-    """Generates the missing cells of one sweep batch by batch, recording each in the run folder."""
+    """Prepares the missing batches of one sweep (retrieval included) and records each one's cells as it comes back,
+    whichever engine generated it: the driver alone writes the run folder."""
 
     def __init__(self, wb: Workbench, sweep: SweepSpec, sketch, cells: Cells, folder: RunFolder):
         self.wb, self.sweep, self.sketch, self.cells, self.folder = wb, sweep, sketch, cells, folder
         # Damaged or foreign row files are set aside (their cells are made again) and named in the manifest.
         self.skipped: list[str] = []
         self.rows = folder.rows(self.skipped)
+        self.hits: dict[int, list] = {}  # batch number -> its retrieval hits, until recorded
 
     def done(self) -> int:
         """How many cells have an ok row."""
         return sum(self.rows.get(cid, {}).get("status") == OK for cid in self.cells.ids)
 
-    def run_all(self, progress: bool) -> None:
-        """Run every batch that still has a missing cell; the table is rewritten after each batch."""
+    def run_all(self, progress: bool, engine: Engine) -> None:
+        """Run every batch that still has a missing cell on `engine`; the table is rewritten after each batch."""
         from tqdm.auto import tqdm
 
         total = len(self.cells.ids)
         todo = {i for i, cid in enumerate(self.cells.ids) if self.rows.get(cid, {}).get("status") != OK}
         bar = tqdm(total=total, initial=total - len(todo), desc=f"sweep {self.sweep.name}", unit="cell",
                    disable=not progress)
+
+        def record(job: Job, outcome: Outcome) -> None:
+            self.record(job, outcome)
+            self.folder.write_table(self.cells.ids, self.rows)
+            bar.update(len(job.missing))
+
+        jobs = (job for batch_no, chunk in batches(self.sweep, self.cells.params)
+                if (job := self.prepare(batch_no, chunk, [i for i in chunk if i in todo], record)) is not None)
         try:
-            for batch_no, chunk in batches(self.sweep, self.cells.params):
-                missing = [i for i in chunk if i in todo]
-                if missing:
-                    self.run_batch(batch_no, chunk, missing)
-                    self.folder.write_table(self.cells.ids, self.rows)
-                    bar.update(len(missing))
+            engine.run(jobs, record)
         except StorageError as exc:
             raise StorageError(f"{exc} The sweep stopped with {self.done()} of {total} cells finished; they are"
                                f" kept in {self.folder.path}, and running the same spec again resumes from there."
@@ -172,45 +220,54 @@ class _Runner:
         finally:
             bar.close()
 
-    def run_batch(self, batch_no: int, chunk: list[int], missing: list[int]) -> None:
-        """Generate one batch and record its missing cells (or their failure)."""
-        import torch
-
+    def prepare(self, batch_no: int, chunk: list[int], missing: list[int],
+                record: Callable[[Job, Outcome], None]) -> Job | None:
+        """The job of one batch with a missing cell: its parameters and retrieved references; None when there is
+        nothing to do or retrieval failed (its cells are then recorded as failed through `record`)."""
+        if not missing:
+            return None
         # The whole chunk is regenerated even when part of it is done: batch composition then never depends
         # on where a previous run stopped, so a resumed sweep is bit-identical to an uninterrupted one.
         p = self.cells.params[chunk[0]].update(seed=[self.cells.params[i].seed for i in chunk]).resolved()
-        cuda = self.wb.device.type == "cuda"
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(self.wb.device)
-        t0 = time.perf_counter()
+        job = Job(batch_no, chunk, missing, p, [])
         try:
-            res = self.wb.run(self.sketch, params=p)
-        except Exception as exc:  # noqa: BLE001 - one bad cell (a torch error, out of memory...) must not end a sweep
-            for i in missing:
-                self._record(i, batch_no, status="failed", error=f"{type(exc).__name__}: {exc}")
+            hits, job.references = self.wb.resolve_style(p.prompt, p)
+            if self.sweep.metrics:
+                weights = np.array([w for _, w in job.references], dtype=np.float32)[:, None]
+                job.reference = (weights * self.wb.library.vectors([s.id for s, _ in job.references])).sum(0)
+        except Exception as exc:  # noqa: BLE001 - as a generation error: the batch's cells fail, the sweep goes on
+            record(job, Outcome(error=f"{type(exc).__name__}: {exc}"))
+            return None
+        self.hits[batch_no] = hits
+        return job
+
+    def record(self, job: Job, outcome: Outcome) -> None:
+        """Write the rows of a job's missing cells: their images and figures, or their failure."""
+        hits = self.hits.pop(job.batch_no, [])
+        if outcome.error:
+            for i in job.missing:
+                self._record(i, job.batch_no, status="failed", error=outcome.error)
             return
-        seconds = (time.perf_counter() - t0) / len(chunk)
-        self.folder.keep_styles([s for s, _ in res.references])
-        peak = torch.cuda.max_memory_allocated(self.wb.device) / 2**20 if cuda else _rss_mb()
-        metrics, note = self._metrics(p, res)
+        self.folder.keep_styles([s for s, _ in job.references])
         shared = {
-            "status": OK, "error": note, "seconds": round(seconds, 4), "peak_mem_mb": round(peak, 1),
+            "status": OK, "error": outcome.note, "seconds": round(outcome.seconds, 4),
+            "peak_mem_mb": round(outcome.peak_mem_mb, 1),
             # Full precision: reproduce() blends with exactly these weights.
-            "references": references_text([(s.id, w) for s, w in res.references]),
+            "references": references_text([(s.id, w) for s, w in job.references]),
             # Each hit's score in the cell's retrieval method, and why it ranked there (ranks, matched words).
-            "retrieved": json.dumps([[h.id, round(h.score, 4), h.explanation] for h in res.hits
-                                     if h.score is not None]),
+            "retrieved": json.dumps([[h.id, round(h.score, 4), h.explanation] for h in hits if h.score is not None]),
             # Memory savers in effect, and the ones an out-of-memory retry switched on for this batch.
-            "memory": json.dumps({**res.info["memory"], "oom_fallback": res.info["oom_fallback"]}),
-            "edges_sha256": pixels_sha256(res.edges),
+            "memory": json.dumps(outcome.memory),
+            "edges_sha256": outcome.edges_sha256,
             # Seeds batched together round alike: reproduce() reruns exactly this batch.
-            "batch_seeds": json.dumps(p.seeds),
+            "batch_seeds": json.dumps(job.params.seeds),
         }
-        for j, i in enumerate(chunk):
-            if i in missing:
-                png = image_bytes(res.images[j])
-                scores = {name: round(float(v[j]), 6) for name, v in metrics.items()}
-                self._record(i, batch_no, **shared, **scores, image=self.folder.write_cell(self.cells.ids[i], png),
+        for j, i in enumerate(job.chunk):
+            if i in job.missing:
+                png = outcome.images[j]
+                scores = {name: round(float(v[j]), 6) for name, v in outcome.metrics.items()}
+                self._record(i, job.batch_no, **shared, **scores,
+                             image=self.folder.write_cell(self.cells.ids[i], png),
                              image_sha256=hashlib.sha256(png).hexdigest())
 
     def _record(self, i: int, batch_no: int, **values) -> None:
@@ -219,29 +276,30 @@ class _Runner:
         self.folder.write_row(row)
         self.rows[self.cells.ids[i]] = row
 
-    def _metrics(self, p: ResolvedParams, res) -> tuple[dict[str, list[float]], str]:
-        """The batch's metrics per image, and a note when they could not be computed (the images stay)."""
-        if not self.sweep.metrics:
-            return {}, ""
-        try:
-            return cell_metrics(self.wb, p, res, self.sweep.edge_tolerance), ""
-        except Exception as exc:  # noqa: BLE001 - the image is good; keep it and say why its metrics are empty
-            return {}, f"metrics failed: {type(exc).__name__}: {exc}"
 
+class LocalEngine:
+    """Generates jobs one after another in this process, with the driver's own workbench."""
 
-def cell_metrics(wb: Workbench, p: ResolvedParams, res, tolerance: int) -> dict[str, list[float]]:
-    """Edge F1, style similarity and prompt alignment of every image of one batch."""
-    from ..runs.metrics import clip_metrics, structure_fidelity
+    name = "local"
 
-    weights = np.array([w for _, w in res.references], dtype=np.float32)[:, None]
-    reference = (weights * wb.library.vectors([s.id for s, _ in res.references])).sum(0)
-    text = wb.cache.get("text", p.prompt, lambda: wb.embedder.embed_text([p.prompt])[0])
-    style, prompt = clip_metrics(wb.embedder, res.images, reference, text)
-    return {"style_similarity": style.tolist(), "prompt_alignment": prompt.tolist(),
-            "edge_f1": [structure_fidelity(res.edges, img, p.canny, tolerance) for img in res.images]}
+    def __init__(self, wb: Workbench, sketch, tolerance: int | None):
+        self.wb, self.sketch, self.tolerance = wb, sketch, tolerance
+        import torch
 
+        self.stats = {"worker": "local", "node": platform.node(), "device": str(wb.device),
+                      "threads": torch.get_num_threads() if wb.device.type == "cpu" else None, "batches": 0,
+                      "cells": 0, "busy_s": 0.0, "lost": 0}
 
-def _rss_mb() -> float:
-    import resource
+    def run(self, jobs: Iterable[Job], record: Callable[[Job, Outcome], None]) -> None:
+        """Generate each job and hand its outcome to `record` before the next starts."""
+        for job in jobs:
+            t0 = time.perf_counter()
+            outcome = do_job(self.wb, self.sketch, job, self.tolerance)
+            self.stats["busy_s"] += time.perf_counter() - t0
+            self.stats["batches"] += 1
+            self.stats["cells"] += len(job.chunk)
+            record(job, outcome)
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    def workers(self) -> list[dict]:
+        """Per-worker figures: batches, cells and busy seconds."""
+        return [dict(self.stats)]

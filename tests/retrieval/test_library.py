@@ -516,7 +516,7 @@ def test_retrieval_imports_stay_light_and_one_way():
 # -- precomputed vectors (add_vectors) and search cost ----------------------------------------------------
 
 
-def _vector_styles(n: int, dim: int, seed: int = 0) -> tuple[list[str], np.ndarray, list[dict]]:
+def _vector_styles(n: int, dim: int, seed: int = 0, synthetic: bool = True) -> tuple[list[str], np.ndarray, list[dict]]:
     """`n` styles as an embedding pipeline outside sdrag would hand them over: ids, unit rows, metadata."""
     from types import SimpleNamespace
 
@@ -529,7 +529,8 @@ def _vector_styles(n: int, dim: int, seed: int = 0) -> tuple[list[str], np.ndarr
     for i in range(n):
         sha = hashlib.sha256(f"vector style {seed} {i}".encode()).hexdigest()
         info = {"name": f"vector {i}", "caption": f"plate {i} in {'ochre' if i % 2 else 'teal'} gouache",
-                "licence": "CC0-1.0", "source": "", "tags": ["even" if i % 2 == 0 else "odd", "synthetic"]}
+                "licence": "CC0-1.0", "source": "",
+                "tags": ["even" if i % 2 == 0 else "odd", *(["synthetic"] if synthetic else [])]}
         ids.append(sha[:16])
         metas.append(metadata(info, Path(f"/data/v{seed}_{i}.png"), sha, SimpleNamespace(width=64, height=48)))
     return ids, rows, metas
@@ -547,12 +548,48 @@ def test_add_vectors_stores_batches_that_search_list_and_lexical_see(fresh, clip
     assert len(hits) == 25 and {h.id for h in hits[:12]} == set(ids[1::2])
     assert hits[0].explanation["lexical"]["terms"] == ["gouache", "ochre"]
     # Again with a tag dropped: the same ids are updated in place, and the dropped tag stops matching.
-    changed = [{**{k: v for k, v in m.items() if k != "tag:synthetic"}, "tags": m["tags"].replace(",synthetic", "")}
-               for m in metas]
+    changed = _vector_styles(25, clip.dim, synthetic=False)[2]
     assert library.add_vectors(ids, rows, changed) == 25 and len(library) == 25
     with pytest.raises(LibraryError, match="No style has all tags"):
         library.search_vector(rows[0], tags="synthetic")
     assert library.add_vectors([], np.zeros((0, clip.dim)), []) == 0
+
+
+def _stored(library, ids):
+    with library._session("raw") as col:
+        got = col.get(ids=list(ids), include=["metadatas"])
+    return dict(zip(got["ids"], got["metadatas"]))
+
+
+def test_entries_stored_one_key_per_field_still_read_and_are_packed_once_changed(lib):
+    from sdrag.retrieval.entries import flat
+
+    library, folder = lib
+    library.ingest(folder)
+    styles = {s.id: s for s in library.list()}
+    packed = _stored(library, styles)
+    # What libraries made before the packed form hold: one key per field, tags comma-joined, plus the tag keys.
+    old = {sid: {**flat(meta), **{k: v for k, v in meta.items() if k.startswith("tag:")}}
+           for sid, meta in packed.items()}
+    assert all(len(old[sid]) > len(packed[sid]) + 5 for sid in old)
+    with library._session("old", write=True) as col:
+        col.update(ids=list(old), metadatas=[{**{k: None for k in packed[sid]}, **old[sid]} for sid in old])
+    assert _stored(library, styles) == old
+    assert {s.id: s for s in library.list()} == styles
+    tag = styles[next(iter(styles))].tags[0]
+    assert {s.id for s in library.list(tags=tag)} == {sid for sid, s in styles.items() if tag in s.tags}
+    first = next(iter(styles.values()))
+    assert library.get(first.name) == first and library.search(first.caption, k=1, method="lexical")[0].id == first.id
+    again = library.ingest(folder)
+    assert {i.reason for i in again.skipped} == {"unchanged"} and not again.updated
+    assert _stored(library, styles) == old  # an unchanged entry is left as it was stored
+    manifest = folder / "manifest.yaml"
+    manifest.write_text(manifest.read_text().replace(f"caption: {first.caption}", "caption: now with a new caption"))
+    assert [(i.id, i.reason) for i in library.ingest(folder).updated] == [(first.id, "metadata changed")]
+    now = _stored(library, styles)
+    assert set(now[first.id]) == {"name", "path", "style", *(f"tag:{t}" for t in first.tags)}
+    assert library.get(first.id).caption == "now with a new caption"
+    assert all(now[sid] == old[sid] for sid in styles if sid != first.id)
 
 
 def test_add_vectors_refuses_bad_input_before_writing_anything(fresh, clip):
@@ -560,12 +597,16 @@ def test_add_vectors_refuses_bad_input_before_writing_anything(fresh, clip):
     ids, rows, metas = _vector_styles(3, clip.dim)
     nan = rows.copy()
     nan[1, 2] = np.nan
-    bad_tags = {**metas[0], "tags": "synthetic,even"}
+    def packed(**fields):
+        return {**metas[0], "style": json.dumps({**json.loads(metas[0]["style"]), **fields})}
+
+    bad_tags = packed(tags=["synthetic", "even"])
     extra = {**metas[0], "colour": "red"}
     cases = [(["xyz", *ids[1:]], rows, metas, "16 lower-case hex"), ([ids[0]] * 3, rows, metas, "unique"),
              (ids, nan, metas, "finite"), (ids, rows[:2], metas, "one row"), (ids, "rows", metas, "finite"),
              (ids, rows, metas[:2], "one metadata dict per id"), (ids, rows, [None, *metas[1:]], "must hold text"),
-             (ids, rows, [{**metas[0], "width": 0}, *metas[1:]], "positive whole"),
+             (ids, rows, [packed(width=0), *metas[1:]], "positive whole"),
+             (ids, rows, [{**metas[0], "style": "{"}, *metas[1:]], "must hold text"),
              (ids, rows, [metas[1], metas[0], metas[2]], "first 16 digits of its sha256"),
              (ids, rows, [bad_tags, *metas[1:]], "sorted"), (ids, rows, [extra, *metas[1:]], "no other keys"),
              (ids, np.hstack([rows, rows]), metas, f"holds {clip.dim}. Fix")]

@@ -5,6 +5,8 @@ import sys
 
 from conftest import REPO
 
+from sdrag.retrieval.entries import flat
+
 sys.path.insert(0, str(REPO / "benchmarks"))
 import library_scale as bench  # noqa: E402
 
@@ -35,4 +37,4 @@ def test_text_queries_search_the_512_d_library_end_to_end(clip):
     assert texts.shape == (2, bench.DIM)
     assert abs(float(texts[0] @ texts[1]) - float(direct[0] @ direct[1])) < 1e-5
     ids, metas = bench.styles(3)
-    assert len(set(ids)) == 3 and all(m["sha256"].startswith(i) for i, m in zip(ids, metas))
+    assert len(set(ids)) == 3 and all(flat(m)["sha256"].startswith(i) for i, m in zip(ids, metas))
