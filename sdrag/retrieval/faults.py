@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 
 from ..errors import LibraryError, SdragError
+from .chroma_import import load_chromadb
 
 DB_FILE = "chroma.sqlite3"
 _DETAIL_CHARS = 300
@@ -74,8 +75,9 @@ def from_chroma(exc: BaseException) -> bool:
         return True
     if not is_failure(exc) or isinstance(exc, SdragError):
         return False
-    import chromadb
     import httpx  # chromadb's HTTP client
+
+    chromadb = load_chromadb()
     from chromadb.errors import ChromaError
 
     if isinstance(exc, (ChromaError, httpx.HTTPError)):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from ..errors import LibraryError
 from ..files import atomic_write_json
+from .chroma_import import load_chromadb
 from .faults import DB_FILE
 
 # chroma's default: each save costs about as much as applying its records, and a rebuild replays at most this many.
@@ -114,8 +115,7 @@ def _known_layout(con: sqlite3.Connection, folder: str) -> bool:
         return False
     for table, columns in _LAYOUT.items():
         if not columns <= have[table]:
-            import chromadb
-
+            chromadb = load_chromadb()
             raise LibraryError(
                 f"The style library at {folder} has a database layout sdrag does not know (table {table!r} lacks"
                 f" {sorted(columns - have[table])}; chromadb {chromadb.__version__}). Fix: install the chromadb"

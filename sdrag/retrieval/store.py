@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from ..errors import LibraryError
 from . import index
+from .chroma_import import load_chromadb
 from .faults import DB_FILE, cached_system, failure, forget_system, from_chroma, is_failure, no_failure
 from .lockfile import LOCK_FILE, READ_ONLY_ERRNOS, copy_tree, holder, read_only_reason, read_token, write_record
 
@@ -198,7 +199,7 @@ class Store:
         self.stamp = self._stamp(read_only)
 
     def _open(self, path: str) -> None:
-        import chromadb
+        chromadb = load_chromadb()
         from chromadb.config import Settings
 
         # Telemetry off: sdrag promises zero network calls offline.
