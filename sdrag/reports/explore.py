@@ -160,8 +160,28 @@ def _run_info(run: SweepRun) -> dict:
     versions = {k: v for k, v in (m.get("versions") or {}).items() if isinstance(v, str)}
     return {"name": m["name"], "folder": str(run.out_dir), "preset": m["preset"], "device": _human_device(m["device"]),
             "cells": len(run.table), "expected": expected_cells(m["spec"]), "failed": failed, "versions": versions,
-            "set_aside": m.get("rows_set_aside", []),
+            "set_aside": m.get("rows_set_aside", []), "engine": engine_text(run),
             "invocations": len(m["history"]), "provenance": json.dumps(m, indent=2, default=str)}
+
+
+# A cluster's worth of workers is named one by one up to here; the rest are counted.
+_NAMED_WORKERS = 8
+
+
+def engine_text(run: SweepRun) -> str:
+    """Who made the last invocation's cells: the engine, and each worker's cells and cells per busy second."""
+    engine = run.manifest.get("engine")
+    name = engine.get("name") if isinstance(engine, dict) else None
+    workers = run.workers()
+    if not isinstance(name, str) or workers.empty:
+        return ""
+    parts = []
+    for w in workers.head(_NAMED_WORKERS).itertuples():
+        rate = f" at {w.cells_per_s:.2f}/s" if _number(w.cells_per_s) is not None else ""
+        lost = f", {w.lost:g} batch(es) lost" if _number(w.lost) else ""
+        parts.append(f"{w.worker}: {_number(w.cells) or 0:g} cells{rate}{lost}")
+    more = f"; {len(workers) - _NAMED_WORKERS} more" if len(workers) > _NAMED_WORKERS else ""
+    return f"{name} engine, {len(workers)} worker(s) ({'; '.join(parts)}{more})"
 
 
 def _number(value) -> float | None:

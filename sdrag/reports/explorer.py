@@ -32,6 +32,7 @@ def _summary(data: dict) -> str:
         parts.append(f"<p class='summary'>{html.escape(tag + run['name'])}: {run['cells']} of {run['expected']}"
                      f" cells done, {run['failed']} failed{aside} · preset {html.escape(run['preset'])} ·"
                      f" {html.escape(run['device'])} · {run['invocations']} invocation(s) ·"
+                     f"{' ' + html.escape(run['engine']) + ' ·' if run['engine'] else ''}"
                      f" <code>{html.escape(run['folder'])}</code></p>")
     if any(run["preset"] != "sd15" for run in data["runs"]):
         parts.append("<p class='banner'>Random weights (a preset other than sd15): pictures and metrics are noise;"

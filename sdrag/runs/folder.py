@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..files import atomic_save_image, atomic_write_bytes, atomic_write_json, canonical, pixels_sha256
-from ..generation.params import Params
 from ..images import load_image
 from .lock import FolderLock
 from .schema import (
@@ -41,7 +40,9 @@ from .schema import (
     references_text,
     row_problem,
     spreadsheet_safe,
+    varying_params,
     with_legacy_values,
+    worker_table,
 )
 from .spec import SweepError
 
@@ -381,18 +382,8 @@ class SweepRun:
         return self.table[self.table["status"] != OK]
 
     def workers(self) -> pd.DataFrame:
-        """Who generated this invocation's batches, one row per worker: node, device, batches, cells, busy seconds,
-        cells per busy second and batches lost when it died (empty for a folder opened from disk before that)."""
-        import pandas as pd
-
-        engine = self.manifest.get("engine")
-        rows = engine.get("workers") if isinstance(engine, dict) else None
-        table = pd.DataFrame([r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else [],
-                             columns=WORKER_COLUMNS)[WORKER_COLUMNS]
-        for name in ("batches", "cells", "busy_s", "lost"):
-            table[name] = pd.to_numeric(table[name], errors="coerce")
-        table["cells_per_s"] = (table["cells"] / table["busy_s"].where(table["busy_s"] > 0)).round(3)
-        return table
+        """Each worker of this invocation: node, device, threads, batches, cells, busy_s, cells_per_s, lost."""
+        return worker_table(self.manifest)
 
     def summary(self) -> pd.DataFrame:
         """Metric mean and std over seeds for each parameter combination (successful cells only)."""
@@ -402,14 +393,6 @@ class SweepRun:
         return aggregate(self.ok.fillna({c: "" for c in by}), by or ["prompt"])
 
 
-WORKER_COLUMNS = ["worker", "node", "ip", "device", "threads", "batches", "cells", "busy_s", "lost"]
-
-
 def load_run(out_dir: str | Path) -> SweepRun:
     """Open a sweep folder as a SweepRun (reads only; checks every file it reads)."""
     return RunFolder(out_dir).open()
-
-
-def varying_params(table: pd.DataFrame) -> list[str]:
-    """The parameter columns that take more than one value in a results table."""
-    return [n for n in Params.names() if n in table and table[n].astype(str).nunique() > 1]

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..generation.params import Params
 from .metrics import METRICS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 OK, FAILED = "ok", "failed"
 ROW_COLUMNS = ["cell", "cell_id", "status", "error", *Params.names(), "references", "retrieved", *METRICS,
@@ -114,3 +117,26 @@ def spreadsheet_safe(value: Any) -> Any:
 def from_spreadsheet(value: Any) -> Any:
     """The text `spreadsheet_safe` quoted, as it was."""
     return value[1:] if isinstance(value, str) and value.startswith("'") else value
+
+
+WORKER_COLUMNS = ["worker", "node", "ip", "device", "threads", "batches", "cells", "busy_s", "lost"]
+
+
+def worker_table(manifest: dict) -> pd.DataFrame:
+    """The manifest's per-worker figures (`engine.workers`) as a DataFrame with cells per busy second; whatever an
+    edited manifest holds there that is not a row of figures is left out."""
+    import pandas as pd
+
+    engine = manifest.get("engine")
+    rows = engine.get("workers") if isinstance(engine, dict) else None
+    table = pd.DataFrame([r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else [],
+                         columns=WORKER_COLUMNS)[WORKER_COLUMNS]
+    for name in ("batches", "cells", "busy_s", "lost"):
+        table[name] = pd.to_numeric(table[name], errors="coerce")
+    table["cells_per_s"] = (table["cells"] / table["busy_s"].where(table["busy_s"] > 0)).round(3)
+    return table
+
+
+def varying_params(table: pd.DataFrame) -> list[str]:
+    """The parameter columns that take more than one value in a results table."""
+    return [n for n in Params.names() if n in table and table[n].astype(str).nunique() > 1]

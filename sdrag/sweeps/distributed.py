@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 MAX_LOSSES = 2
 # Jobs prepared ahead of the workers, per worker: enough to keep one size together on one worker.
 LOOKAHEAD = 4
+# Jobs sent to a worker at once: the second waits in its queue, so the worker goes straight on to it while the
+# driver records the first (a worker that dies loses only the one it was making; the queued one goes back).
+IN_FLIGHT = 2
 START_TIMEOUT_S = float(os.environ.get("SDRAG_RAY_START_TIMEOUT", 1800))
 
 
@@ -86,11 +89,21 @@ class _Slot:
     actor: Any
     started: Any  # the start() call's reference until it answered
     info: dict = field(default_factory=dict)
-    size: tuple[int, int] | None = None  # the output size of its last job
+    size: tuple[int, int] | None = None  # the output size of the last job it was given
+    in_flight: list = field(default_factory=list)  # its jobs' references, in the order it makes them
+    free_at: float = 0.0  # when it finished its last job
     batches: int = 0
     cells: int = 0
     busy_s: float = 0.0
     lost: int = 0
+
+    def finished(self, job: Job, submitted: float, ref: Any) -> None:
+        """Count a job it made: busy from when it could start it (sent, and the one before done) until now."""
+        now = time.perf_counter()
+        self.busy_s += now - max(submitted, self.free_at)
+        self.free_at = now
+        self.batches, self.cells = self.batches + 1, self.cells + len(job.chunk)
+        self.in_flight.remove(ref)
 
     def stats(self) -> dict:
         """Its figures for the manifest and the summary."""
@@ -100,29 +113,41 @@ class _Slot:
                 "batches": self.batches, "cells": self.cells, "busy_s": round(self.busy_s, 3), "lost": self.lost}
 
 
+@dataclass
+class _Flow:
+    """One run's jobs as the driver tracks them: still to prepare, prepared, sent (reference -> slot, job, when)."""
+
+    source: Iterator[Job] | None
+    pending: deque[Job] = field(default_factory=deque)
+    running: dict[Any, tuple[_Slot, Job, float]] = field(default_factory=dict)
+    losses: dict[int, int] = field(default_factory=dict)  # batch number -> workers it was on when they died
+
+
 class RayEngine:
     """Spreads a sweep's jobs over Ray actors; outcomes come back to the driver, which records them."""
 
     name = "ray"
 
-    def __init__(self, settings: dict, wb: Workbench, sketch: Image.Image, tolerance: int | None, weights: dict):
-        """Plan the workers on the Ray this process is connected to (see `started`)."""
+    def __init__(self, settings: dict, wb: Workbench, sketch: Image.Image, tolerance: int | None):
+        """Start the workers on the Ray this process is connected to (see `started`); they load their models
+        while the driver prepares."""
         import ray
 
-        self.ray, self.settings, self.weights = ray, settings, weights
+        self.ray, self.settings, self.wb = ray, settings, wb
         self.count, self.gpus, cpus = _worker_shape(ray, settings)
         device = "cuda" if self.gpus else "cpu"
         actor = ray.remote(Worker).options(num_cpus=cpus, num_gpus=self.gpus, max_restarts=0)
         self._new_actor = lambda: actor.remote(wb.sources, device, wb.memory.to_dict(), image_bytes(sketch),
                                                tolerance, cpus)
-        self.slots: list[_Slot] = []
         self.retired: list[_Slot] = []
         self._images: dict[str, Shipped] = {}  # style id -> its image bytes, read once per sweep
+        self._weights: dict | None = None
+        self.slots: list[_Slot] = [self._slot(n) for n in range(self.count)]
 
     @classmethod
     @contextlib.contextmanager
-    def started(cls, settings: dict, wb: Workbench, sketch: Image.Image, tolerance: int | None,
-                weights: dict) -> Iterator[RayEngine]:
+    def started(cls, settings: dict, wb: Workbench, sketch: Image.Image,
+                tolerance: int | None) -> Iterator[RayEngine]:
         """The engine on a connected Ray (joined at `settings["address"]`, or started here and shut down after)."""
         ray = _import_ray()
         started_here = not ray.is_initialized()
@@ -130,7 +155,7 @@ class RayEngine:
             _connect(ray, settings["address"])
         engine = None
         try:
-            engine = cls(settings, wb, sketch, tolerance, weights)
+            engine = cls(settings, wb, sketch, tolerance)
             yield engine
         finally:
             if engine is not None:
@@ -139,43 +164,29 @@ class RayEngine:
                 ray.shutdown()
 
     def run(self, jobs: Iterable[Job], record: Callable[[Job, Outcome], None]) -> None:
-        """Send jobs to idle workers (one of the same output size first) until all are recorded."""
-        source = iter(jobs)
-        pending: deque[Job] = deque()
-        running: dict[Any, tuple[_Slot, Job, float]] = {}
-        losses: dict[int, int] = {}
-        self.slots = [self._slot(n) for n in range(self.count)]
-        idle: list[_Slot] = []
+        """Keep every worker fed (IN_FLIGHT jobs each, of its output size first) until every job is recorded."""
+        flow = _Flow(iter(jobs))
         while True:
-            source = self._fill(source, pending)
-            for slot in list(idle):
-                job = _pick(pending, slot.size)
-                if job is not None:
-                    idle.remove(slot)
-                    running[slot.actor.run.remote(self._shipped(job))] = (slot, job, time.perf_counter())
-            starting = {slot.started: slot for slot in self.slots if slot.started is not None}
-            if not running and not pending and source is None:
+            self._fill(flow)
+            self._feed(flow)
+            if not flow.running and not flow.pending and flow.source is None:
                 return
-            waiting = [*running, *starting]
-            ready, _ = self.ray.wait(waiting, num_returns=1, timeout=None if running else START_TIMEOUT_S)
-            if not ready:
-                raise RayEngineError(f"No Ray worker started within {START_TIMEOUT_S:g} s (the cluster may lack"
-                                     " the CPUs or GPUs asked for). Fix: check `ray status`, or ask for fewer"
-                                     " workers.")
-            ref = ready[0]
-            if ref in starting:
-                idle.append(self._check_started(starting[ref], ref))
+            ref = self._next_ready(flow)
+            starting = next((slot for slot in self.slots if slot.started == ref), None)
+            if starting is not None:
+                self._check_started(starting, ref)
                 continue
-            slot, job, t0 = running.pop(ref)
+            slot, job, submitted = flow.running[ref]
             try:
                 outcome = self.ray.get(ref)
             except self.ray.exceptions.RayActorError:
-                self._lose(slot, job, pending, losses, record)
+                self._lose(slot, flow, record)
                 continue
-            slot.batches, slot.cells, slot.size = slot.batches + 1, slot.cells + len(job.chunk), job.size
-            slot.busy_s += time.perf_counter() - t0
+            del flow.running[ref]
+            slot.finished(job, submitted, ref)
+            # The worker gets its next job before the driver writes this one's rows: it never waits on the disk.
+            self._feed(flow)
             record(job, outcome)
-            idle.append(slot)
 
     def workers(self) -> list[dict]:
         """Per-worker figures (workers that died included): where, batches, cells, busy seconds, jobs lost."""
@@ -193,14 +204,35 @@ class RayEngine:
         actor = self._new_actor()
         return _Slot(number, actor, actor.start.remote())
 
-    def _fill(self, source: Iterator[Job] | None, pending: deque[Job]) -> Iterator[Job] | None:
-        """Prepare jobs ahead (the driver retrieves while workers generate); None once the source ran out."""
-        while source is not None and len(pending) < LOOKAHEAD * len(self.slots):
-            job = next(source, None)
+    def _fill(self, flow: _Flow) -> None:
+        """Prepare jobs ahead (the driver retrieves while workers generate); the source is dropped once it ran out."""
+        while flow.source is not None and len(flow.pending) < LOOKAHEAD * len(self.slots):
+            job = next(flow.source, None)
             if job is None:
-                return None
-            pending.append(job)
-        return source
+                flow.source = None
+                return
+            flow.pending.append(job)
+
+    def _feed(self, flow: _Flow) -> None:
+        """Give each started worker jobs up to IN_FLIGHT: the idle ones first, so no worker waits while another
+        has a job queued."""
+        for depth in range(IN_FLIGHT):
+            for slot in self.slots:
+                if slot.started is None and len(slot.in_flight) == depth and flow.pending:
+                    job = _pick(flow.pending, slot.size)
+                    ref = slot.actor.run.remote(self._shipped(job))
+                    slot.size = job.size
+                    slot.in_flight.append(ref)
+                    flow.running[ref] = (slot, job, time.perf_counter())
+
+    def _next_ready(self, flow: _Flow) -> Any:
+        """The next job or worker start to answer; RayEngineError if no worker starts in time."""
+        waiting = [*flow.running, *(slot.started for slot in self.slots if slot.started is not None)]
+        ready, _ = self.ray.wait(waiting, num_returns=1, timeout=None if flow.running else START_TIMEOUT_S)
+        if not ready:
+            raise RayEngineError(f"No Ray worker started within {START_TIMEOUT_S:g} s (the cluster may lack the CPUs"
+                                 " or GPUs asked for). Fix: check `ray status`, or ask for fewer workers.")
+        return ready[0]
 
     def _shipped(self, job: Job) -> Job:
         """`job` with its style images inside: a worker on another node cannot read the library's files."""
@@ -224,25 +256,38 @@ class RayEngine:
                                  f" the models: {slot.info['error'].rstrip('.')}. Fix: check that node's sdrag"
                                  " install, weights and GPU (`python -m sdrag demo` there), or leave it out of the"
                                  " cluster.")
-        if slot.info["weights"] != self.weights:
+        if self._weights is None:
+            self._weights = _fingerprint(self.wb.weight_hashes())
+        if _fingerprint(slot.info["weights"]) != self._weights:
             raise RayEngineError(f"Ray worker {slot.number} on {where} loaded other weights than this process (their"
                                  " sha256 differ), so its images would not be this sweep's. Fix: give every node"
                                  " the same model files (the same preset, revisions and cache).")
         return slot
 
-    def _lose(self, slot: _Slot, job: Job, pending: deque[Job], losses: dict[int, int],
-              record: Callable[[Job, Outcome], None]) -> None:
-        """A worker died with `job`: retry the job elsewhere (or record it failed) and start a replacement."""
-        slot.lost += 1
-        losses[job.batch_no] = losses.get(job.batch_no, 0) + 1
-        if losses[job.batch_no] >= MAX_LOSSES:
-            record(job, Outcome(error=f"WorkerDied: the Ray worker making this batch died {MAX_LOSSES} times"
-                                      " (killed, or out of host memory)"))
-        else:
-            pending.appendleft(job)
+    def _lose(self, slot: _Slot, flow: _Flow, record: Callable[[Job, Outcome], None]) -> None:
+        """A worker died: the job it was making is retried elsewhere (or recorded failed once it took down
+        MAX_LOSSES workers), the one queued behind it goes back unharmed, and a replacement starts."""
+        jobs = [flow.running.pop(ref)[1] for ref in slot.in_flight if ref in flow.running]
+        if jobs:
+            making, queued = jobs[0], jobs[1:]
+            slot.lost += 1
+            flow.losses[making.batch_no] = flow.losses.get(making.batch_no, 0) + 1
+            flow.pending.extendleft(reversed(queued))
+            if flow.losses[making.batch_no] >= MAX_LOSSES:
+                record(making, Outcome(error=f"WorkerDied: the Ray worker making this batch died {MAX_LOSSES}"
+                                             " times (killed, or out of host memory)"))
+            else:
+                flow.pending.appendleft(making)
+        slot.in_flight.clear()
         self.slots.remove(slot)
         self.retired.append(slot)
         self.slots.append(self._slot(1 + max(s.number for s in [*self.slots, *self.retired])))
+
+
+def _fingerprint(weights: dict) -> dict:
+    """What must match between driver and worker: each component's files and their sha256 (a node's cache may
+    live at another path)."""
+    return {name: sorted((f.get("file"), f.get("sha256")) for f in files) for name, files in weights.items()}
 
 
 def _pick(pending: deque[Job], size: tuple[int, int] | None) -> Job | None:

@@ -96,13 +96,14 @@ def _run_locked(sweep: SweepSpec, params: list[ResolvedParams], sketch, folder: 
                                             if sweep.library else folder.path / "library")
     _ingest_styles(wb, sweep)
     _check_styles(wb, params)
-    context = {"preset": sweep.preset, "sketch": sketch_sha}
-    cells = Cells(params=params, labels=[cell_params(sweep, o).to_dict() for o in sweep.expand()],
-                  ids=[cell_id(p, context) for p in params])
-    runner = _Runner(wb, sweep, sketch, cells, folder)
-    folder.check_cells(cells.ids, runner.rows)
-    manifest = folder.write_manifest({**_manifest(sweep, wb, sketch_sha), "rows_set_aside": runner.skipped})
-    with _engine(sweep, wb, sketch, manifest["weights"]) as engine:
+    # Ray workers load their models from here on, while this process checks the folder's rows and hashes weights.
+    with _engine(sweep, wb, sketch) as engine:
+        context = {"preset": sweep.preset, "sketch": sketch_sha}
+        cells = Cells(params=params, labels=[cell_params(sweep, o).to_dict() for o in sweep.expand()],
+                      ids=[cell_id(p, context) for p in params])
+        runner = _Runner(wb, sweep, sketch, cells, folder)
+        folder.check_cells(cells.ids, runner.rows)
+        manifest = folder.write_manifest({**_manifest(sweep, wb, sketch_sha), "rows_set_aside": runner.skipped})
         try:
             runner.run_all(progress, engine)
         finally:
@@ -115,7 +116,7 @@ def _run_locked(sweep: SweepSpec, params: list[ResolvedParams], sketch, folder: 
 
 
 @contextlib.contextmanager
-def _engine(sweep: SweepSpec, wb: Workbench, sketch, weights: dict) -> Iterator[Engine]:
+def _engine(sweep: SweepSpec, wb: Workbench, sketch) -> Iterator[Engine]:
     """The engine the spec asks for, shut down (its workers and any Ray it started) when the sweep ends."""
     tolerance = sweep.edge_tolerance if sweep.metrics else None
     if sweep.engine["name"] == "local":
@@ -123,7 +124,7 @@ def _engine(sweep: SweepSpec, wb: Workbench, sketch, weights: dict) -> Iterator[
         return
     from .distributed import RayEngine
 
-    with RayEngine.started(sweep.engine, wb, sketch, tolerance, weights) as engine:
+    with RayEngine.started(sweep.engine, wb, sketch, tolerance) as engine:
         yield engine
 
 

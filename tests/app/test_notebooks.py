@@ -76,6 +76,7 @@ def test_notebook_runs_headless(path, tmp_path, small_run, monkeypatch):
         assert (tmp_path / "runs" / "nb" / "report.html").is_file()
         # It says how many grid pages it leaves to the report, and ends with the run explorer.
         assert "grid pages; all are in" in text and "application/vnd.jupyter.widget-view+json" in text
+        assert "cells_per_s" in text  # who made the cells, and how fast
     if path.stem == "05_compare_runs":
         assert "identical: no metric changed" in text  # a run compared with itself
     if path.stem == "00_setup":

@@ -1,5 +1,6 @@
 import html
 import json
+import re
 from html.parser import HTMLParser
 
 import numpy as np
@@ -216,3 +217,23 @@ def test_the_page_says_why_each_retrieved_style_ranked(wb, tmp_path):
     assert dense["why"][0].startswith("CLIP #1") and "words" not in dense["why"][0]
     row = json.loads((run.out_dir / "rows" / f"{hybrid['id']}.json").read_text())
     assert json.loads(row["retrieved"])[0][2]["lexical"]["terms"] == ["neon"]
+
+
+def test_the_summary_says_which_engine_and_workers_made_the_cells_and_escapes_an_edited_manifest(wb, tmp_path):
+    from sdrag.reports.html import write_report
+
+    run = quick(wb, tmp_path, "r", {"axes": {"seed": [0, 1]}})
+    page = write_report(run).read_text()
+    assert re.search(r"local engine, 1 worker\(s\) \(local: 2 cells at [0-9.]+/s\)", page)
+    # A manifest edited by hand: a hostile worker name, a lost batch, a row that is no row, a cluster of 10.
+    manifest = json.loads((run.out_dir / "manifest.json").read_text())
+    workers = [{"worker": XSS[0], "cells": 2, "busy_s": 4, "lost": 1}, "junk",
+               *({"worker": n, "cells": 0, "busy_s": 0} for n in range(9))]
+    manifest["engine"] = {"name": "ray", "workers": workers}
+    (run.out_dir / "manifest.json").write_text(json.dumps(manifest))
+    page = write_report(load_run(run.out_dir)).read_text()
+    summary = page[page.index("<p class='summary'>"):]
+    summary = summary[:summary.index("</p>")]
+    assert XSS[0] not in page.split("<script")[0] and html.escape(XSS[0]) in summary
+    assert "ray engine, 10 worker(s) (" in summary and "2 cells at 0.50/s, 1 batch(es) lost" in summary
+    assert "0: 0 cells; " in summary and "; 2 more) ·" in summary
