@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST
+from conftest import FAST, fingerprint
 from PIL import Image
 
 import sdrag
@@ -41,11 +41,6 @@ def test_same_seed_gives_identical_bytes_other_seed_differs(wb, sketch):
     a, b, c = run(wb, sketch), run(wb, sketch), run(wb, sketch, seed=1)
     assert png(a.image) == png(b.image)
     assert png(a.image) != png(c.image)
-
-
-def fingerprint(image: Image.Image) -> np.ndarray:
-    """Mean colour of each of the 4x4 blocks of a 64 px image: 48 numbers that move when any knob is mis-wired."""
-    return np.asarray(image, float).reshape(4, 16, 4, 16, 3).mean(axis=(1, 3)).flatten()
 
 
 # Each knob moved away from the default (4 steps, seed 0, 64 px, dense retrieval on "a neon city"); schedulers at 8
