@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
-# torch goes in first and alone: any other request lets pip pick a multi-GB CUDA build.
+# torch goes in first, alone but for uv (no dependencies): any other request lets pip pick a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= notebooks,dev,ray
 BIN := $(VENV)/bin
@@ -12,9 +12,11 @@ STAMP := $(VENV)/.sdrag-installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The rest goes in with uv, which keeps the torch already there and installs the same releases pip picks in
+# seconds instead of about two minutes (pip's way is the fallback where uv cannot reach an index).
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install "$(TORCH_SPEC)" uv
+	$(BIN)/uv pip install --python $(BIN)/python -e ".[$(EXTRAS)]" || $(BIN)/python -m pip install -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -49,7 +51,8 @@ FLOOR_TESTS := tests/test_setup.py tests/models/test_plan.py tests/models/test_p
 
 $(FLOOR_DIR)/.installed: $(STAMP) Makefile
 	rm -rf $(FLOOR_DIR)
-	$(BIN)/python -m pip install -q --no-deps --target $(FLOOR_DIR) $(FLOORS)
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps --target $(FLOOR_DIR) $(FLOORS) || \
+		$(BIN)/python -m pip install -q --no-deps --target $(FLOOR_DIR) $(FLOORS)
 	touch $@
 
 test: $(STAMP) $(FLOOR_DIR)/.installed
