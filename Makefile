@@ -59,21 +59,19 @@ $(FLOOR_DIR)/.installed: $(STAMP) Makefile
 		$(BIN)/python -m pip install -q --no-deps --target $(FLOOR_DIR) $(FLOORS)
 	touch $@
 
-FLOOR_JOB := SDRAG_FLOORS="$(FLOORS)" PYTHONPATH=$(FLOOR_DIR) $(BIN)/python -m pytest -q -p no:cacheprovider \
-	$(FLOOR_TESTS)
-FLOOR_LOG := $(VENV)/floor-job.log
+# Two lanes on the two cores (pytest-xdist; whole files per lane, so a module's fixtures load once), torch on one
+# thread in every process: two processes each running torch's default two threads on two cores thrash.
+# The floor job runs in one lane: its time is two hub tests of one file.
+TEST_LANES ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+FLOOR_JOB := SDRAG_FLOORS="$(FLOORS)" PYTHONPATH=$(FLOOR_DIR) $(PYTEST) -p no:cacheprovider $(FLOOR_TESTS)
 # Most tests start fresh interpreters, which import sdrag and the tests from source each time where
 # PYTHONDONTWRITEBYTECODE is set (CI): the suite lets Python keep their bytecode (in the ignored __pycache__/).
 export PYTHONDONTWRITEBYTECODE :=
 
-# The floor job runs beside the main one (each keeps about one of two cores busy; the whole must fit 12 minutes);
-# its output follows the main job's, and either failing fails `make test`.
 test: $(STAMP) $(FLOOR_DIR)/.installed
-	@$(FLOOR_JOB) > $(FLOOR_LOG) 2>&1 & floors=$$!; \
-	$(BIN)/python -m pytest -q; main=$$?; \
-	wait $$floors; floor=$$?; \
-	echo "--- floor job: $(FLOORS)"; cat $(FLOOR_LOG); \
-	test $$main -eq 0 && test $$floor -eq 0
+	$(PYTEST) -n $(TEST_LANES) --dist loadfile
+	$(FLOOR_JOB)
 
 test-floors: $(FLOOR_DIR)/.installed
 	$(FLOOR_JOB)
