@@ -266,7 +266,8 @@ class RayEngine:
 
     def _lose(self, slot: _Slot, flow: _Flow, record: Callable[[Job, Outcome], None]) -> None:
         """A worker died: the job it was making is retried elsewhere (or recorded failed once it took down
-        MAX_LOSSES workers), the one queued behind it goes back unharmed, and a replacement starts."""
+        MAX_LOSSES workers), the one queued behind it goes back unharmed, and a replacement starts if there is
+        work it could take (a model load can cost minutes on a GPU)."""
         jobs = [flow.running.pop(ref)[1] for ref in slot.in_flight if ref in flow.running]
         if jobs:
             making, queued = jobs[0], jobs[1:]
@@ -281,7 +282,8 @@ class RayEngine:
         slot.in_flight.clear()
         self.slots.remove(slot)
         self.retired.append(slot)
-        self.slots.append(self._slot(1 + max(s.number for s in [*self.slots, *self.retired])))
+        if flow.pending or flow.source is not None or not self.slots:
+            self.slots.append(self._slot(1 + max(s.number for s in [*self.slots, *self.retired])))
 
 
 def _fingerprint(weights: dict) -> dict:

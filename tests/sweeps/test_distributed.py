@@ -255,7 +255,15 @@ def test_each_worker_has_a_second_job_queued_and_a_dead_one_loses_only_the_job_i
     engine._lose(dead, flow, lambda job, outcome: recorded.append((job.batch_no, outcome.error)))
     assert MAX_LOSSES == 2 and recorded == [(2, "WorkerDied: the Ray worker making this batch died 2 times"
                                                 " (killed, or out of host memory)")]
-    assert [j.batch_no for j in flow.pending] == [4]
+    assert [j.batch_no for j in flow.pending] == [4] and [s.number for s in engine.slots] == [1, 3]
+    # With nothing left to prepare or send, a worker that dies is not replaced while another lives...
+    flow.pending.clear()
+    engine._lose(engine.slots[1], flow, recorded.append)
+    assert engine.slots == [b]
+    # ...and when the last one dies with jobs, they go back and a worker starts for them.
+    engine._lose(b, flow, recorded.append)
+    assert [j.batch_no for j in flow.pending] == [1, 3] and [s.number for s in engine.slots] == [4]
+    assert not flow.running and len(recorded) == 1
 
 
 def test_out_of_memory_in_a_worker_takes_the_local_ladder_and_its_outcome_records_it(wb, monkeypatch):
