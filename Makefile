@@ -42,10 +42,10 @@ demo: $(STAMP)
 # loading, hub and setup tests run again, so every floor stays a version that works. tokenizers is not ours to
 # pin: 0.22.1 is the oldest that installs beside huggingface_hub 1.27. Nor is kernels: transformers 5.0 imports
 # it where it is installed and builds its kernel table in a way kernels 0.17 and later refuse (newer transformers
-# need 0.19); 0.13.0 is the newest that loads with transformers 5.0 and no other new dependency. Of the local-hub tests it runs the two
-# that go through diffusers' and huggingface_hub's own download and loading paths (a first run with its offline
-# and fp16 reruns, fp16 variants); the others check sdrag's own handling of file lists, failures and proxies,
-# which the main job covers, and the suite has to fit its 12 minutes.
+# need 0.19); 0.13.0 is the newest that loads with transformers 5.0 and no other new dependency. Of the local-hub
+# tests it runs the two that go through diffusers' and huggingface_hub's own download and loading paths (a first
+# run with its offline and fp16 reruns, fp16 variants); the others check sdrag's own handling of file lists,
+# failures and proxies, which the main job covers, and the suite has to fit its 12 minutes.
 FLOORS ?= diffusers==0.40.0 transformers==5.0.0 huggingface_hub==1.27.0 accelerate==1.2.0 tokenizers==0.22.1 kernels==0.13.0
 FLOOR_DIR := $(VENV)/floors
 SD15_HUB := tests/models/test_sd15_hub.py
@@ -66,8 +66,8 @@ TEST_LANES ?= 2
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 FLOOR_JOB := SDRAG_FLOORS="$(FLOORS)" PYTHONPATH=$(FLOOR_DIR) $(PYTEST) -p no:cacheprovider $(FLOOR_TESTS)
 # Most tests start fresh interpreters, which import sdrag and the tests from source each time where
-# PYTHONDONTWRITEBYTECODE is set (CI): the suite lets Python keep their bytecode (in the ignored __pycache__/).
-export PYTHONDONTWRITEBYTECODE :=
+# PYTHONDONTWRITEBYTECODE is set (CI): the test jobs let Python keep their bytecode (in the ignored __pycache__/).
+test test-floors: export PYTHONDONTWRITEBYTECODE :=
 
 test: $(STAMP) $(FLOOR_DIR)/.installed
 	$(PYTEST) -n $(TEST_LANES) --dist loadfile
