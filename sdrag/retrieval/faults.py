@@ -59,6 +59,11 @@ def _fix(loc: str, url: str | None, exc: BaseException) -> str:
     }[kind]
 
 
+def is_locked(exc: BaseException) -> bool:
+    """SQLite said the database is locked (busy)."""
+    return is_failure(exc) and _kind(str(exc)) == "locked"
+
+
 def is_panic(exc: BaseException) -> bool:
     """A Rust panic of chroma's bindings: `pyo3_runtime.PanicException`, a BaseException, not an Exception."""
     return any(cls.__name__ == "PanicException" and cls.__module__ == "pyo3_runtime" for cls in type(exc).__mro__)

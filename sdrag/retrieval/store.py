@@ -19,6 +19,7 @@ import errno
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -34,7 +35,7 @@ from urllib.parse import urlsplit
 from ..errors import LibraryError
 from . import index
 from .chroma_import import load_chromadb
-from .faults import DB_FILE, cached_system, failure, forget_system, from_chroma, is_failure, no_failure
+from .faults import DB_FILE, cached_system, failure, forget_system, from_chroma, is_failure, is_locked, no_failure
 from .lockfile import LOCK_FILE, READ_ONLY_ERRNOS, copy_tree, holder, read_only_reason, read_token, write_record
 
 try:
@@ -44,6 +45,8 @@ except ImportError:  # Windows: no flock; there a library folder takes one proce
 
 COLLECTION = "sdrag_styles"
 LOCK_TIMEOUT_S = 60.0
+# Waits before opening again while SQLite reports the database locked (about 3 s in all).
+_RELEASE_WAITS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 _URL = re.compile(r"^(https?):/{1,2}([^/?#\s]+?)/*$", re.IGNORECASE)
 
 
@@ -188,7 +191,7 @@ class Store:
             if not self.url:
                 record = index.prepare(path, COLLECTION, source=self.location)
                 self.record = None if read_only else record
-            self._open(path)
+            self._open_when_released(path)
         except BaseException as exc:  # chromadb raises many types for a bad folder or an absent server, and panics
             if not is_failure(exc):
                 raise
@@ -197,6 +200,20 @@ class Store:
                 raise
             raise failure(f"Cannot open the style library at {self.location}", self.location, self.url, exc) from None
         self.stamp = self._stamp(read_only)
+
+    def _open_when_released(self, path: str) -> None:
+        """`_open`, tried again while chroma's SQLite says the database is locked: a client of this process that
+        failed or closed on the folder lets go of its SQLite connections in the background (chroma's pool), later on
+        a busy machine. The library's lock keeps other sdrag processes out, so a lock that outlasts the waits is
+        another program's. (sdrag's own SQLite calls, `sqlite3.Error`, already wait up to 30 s themselves.)"""
+        for wait in (*_RELEASE_WAITS_S, None):
+            try:
+                return self._open(path)
+            except BaseException as exc:
+                if wait is None or self.url or not is_locked(exc) or isinstance(exc, sqlite3.Error):
+                    raise
+            forget_system(path)
+            time.sleep(wait)
 
     def _open(self, path: str) -> None:
         chromadb = load_chromadb()

@@ -19,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -393,6 +394,33 @@ def test_every_chroma_failure_is_one_library_error_with_the_fix_for_its_kind(cas
     assert type(got.value) is LibraryError, repr(got.value)
     text = str(got.value)
     assert text.startswith(f"ChromaDB failed during count on the style library at {db}: {words}") and fix in text
+
+
+def test_a_database_chroma_finds_locked_for_a_moment_is_waited_for_and_one_held_on_to_is_another_programs(
+        db, template, monkeypatch):
+    # What chroma says while a client this process just closed still lets go of its connections (seen on a busy
+    # machine after a failed open); then a lock that never goes.
+    import chromadb.errors
+
+    original, refusals = _rust_api().get_or_create_collection, []
+
+    def locked(times):
+        def get_or_create_collection(*args, **kwargs):
+            if len(refusals) < times:
+                refusals.append(time.monotonic())
+                raise chromadb.errors.InternalError("error returned from database: (code: 5) database is locked")
+            return original(*args, **kwargs)
+        return get_or_create_collection
+
+    monkeypatch.setattr(_rust_api(), "get_or_create_collection", locked(3))
+    assert sorted(s.id for s in _open(db).list()) == template[2] and len(refusals) == 3
+    refusals.clear()
+    monkeypatch.setattr(_rust_api(), "get_or_create_collection", locked(10**6))
+    with pytest.raises(LibraryError) as got:
+        len(_open(db))
+    assert str(got.value).startswith(f"Cannot open the style library at {db}") and "Another program holds" in str(
+        got.value)
+    assert len(refusals) == 7 and 2.5 < refusals[-1] - refusals[0] < 10  # it waited, then gave up
 
 
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
